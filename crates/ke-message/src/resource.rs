@@ -161,10 +161,10 @@ pub fn add_node_prefix(node_id: &str, resource: &str) -> String {
 pub fn node_id_of(resource: &str) -> Option<&str> {
     let mut tokens = resource.split('/').peekable();
     while let Some(token) = tokens.next() {
-        if token == NODE_TOKEN {
-            if let Some(next) = tokens.peek().filter(|t| !t.is_empty()) {
-                return Some(next);
-            }
+        if token == NODE_TOKEN
+            && let Some(next) = tokens.peek().filter(|t| !t.is_empty())
+        {
+            return Some(next);
         }
     }
     None
