@@ -169,6 +169,9 @@ impl BusRuntime {
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
         self.start();
+        // Logged only once the handlers are installed: a supervisor that sees this line and
+        // sends SIGTERM gets a clean shutdown, not the default signal death.
+        tracing::info!("running; send SIGINT or SIGTERM to stop");
         tokio::select! {
             _ = interrupt.recv() => tracing::info!("received SIGINT"),
             _ = terminate.recv() => tracing::info!("received SIGTERM"),

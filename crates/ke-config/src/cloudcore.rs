@@ -46,6 +46,25 @@ pub struct CloudCoreConfig {
 }
 
 impl CloudCoreConfig {
+    /// Names of the modules this config turns on, as upstream names them in logs.
+    pub fn enabled_modules(&self) -> Vec<&'static str> {
+        let m = &self.modules;
+        [
+            ("cloudhub", m.cloud_hub.enable),
+            ("edgecontroller", m.edge_controller.enable),
+            ("devicecontroller", m.device_controller.enable),
+            ("taskmanager", m.task_manager.enable),
+            ("synccontroller", m.sync_controller.enable),
+            ("dynamiccontroller", m.dynamic_controller.enable),
+            ("cloudStream", m.cloud_stream.enable),
+            ("router", m.router.enable),
+            ("iptablesmanager", m.iptables_manager.enable),
+        ]
+        .into_iter()
+        .filter_map(|(name, enabled)| enabled.then_some(name))
+        .collect()
+    }
+
     /// Upstream's `NewDefaultCloudCoreConfig`, with the advertise address
     /// taken from `host`.
     pub fn default_for(host: &HostInfo) -> Self {

@@ -44,6 +44,25 @@ pub struct EdgeCoreConfig {
 }
 
 impl EdgeCoreConfig {
+    /// Names of the modules this config turns on, as upstream names them in logs.
+    pub fn enabled_modules(&self) -> Vec<&'static str> {
+        let m = &self.modules;
+        [
+            ("edged", m.edged.enable),
+            ("websocket", m.edge_hub.enable),
+            ("eventbus", m.event_bus.enable),
+            ("metamanager", m.meta_manager.enable),
+            ("servicebus", m.service_bus.enable),
+            ("twin", m.device_twin.enable),
+            ("dbTest", m.db_test.enable),
+            ("edgestream", m.edge_stream.enable),
+            ("taskmanager", m.task_manager.enable),
+        ]
+        .into_iter()
+        .filter_map(|(name, enabled)| enabled.then_some(name))
+        .collect()
+    }
+
     /// Upstream's `NewDefaultEdgeCoreConfig`, with node name and cloud
     /// addresses taken from `host`.
     pub fn default_for(host: &HostInfo) -> Self {

@@ -329,3 +329,26 @@ fn yaml_anchors_and_merge_keys_work_like_go_yaml() {
     assert!(ws.enable, "keys outside the merge keep their defaults");
     assert_eq!(got.modules.edge_hub.quic.handshake_timeout, 40);
 }
+
+#[test]
+fn enabled_modules_follow_the_config() {
+    let host = ke_config::HostInfo::new("vm", std::net::Ipv4Addr::new(192, 0, 2, 2));
+    let cloud = ke_config::CloudCoreConfig::default_for(&host);
+    assert_eq!(
+        cloud.enabled_modules(),
+        [
+            "cloudhub",
+            "edgecontroller",
+            "devicecontroller",
+            "synccontroller",
+            "iptablesmanager"
+        ]
+    );
+    let mut edge = ke_config::EdgeCoreConfig::default_for(&host);
+    assert_eq!(
+        edge.enabled_modules(),
+        ["edged", "websocket", "eventbus", "metamanager", "twin"]
+    );
+    edge.modules.edged.enable = false;
+    assert!(!edge.enabled_modules().contains(&"edged"));
+}

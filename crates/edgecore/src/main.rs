@@ -1,0 +1,32 @@
+//! edgecore: the agent on each edge node. One small binary: it must never link API-server or
+//! Kubernetes-client code. Modules are registered here as they are built (edgehub, metamanager,
+//! edged, eventbus, devicetwin, servicebus, edgestream).
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use ke_bus::BusRuntime;
+use ke_config::EdgeCoreConfig;
+use ke_daemon::Component;
+
+const COMPONENT: Component = Component {
+    name: "edgecore",
+    about: "The edge part of kubeedge-rs: runs pods and devices on this node, online or offline",
+    default_config_path: "/etc/kubeedge/config/edgecore.yaml",
+    render_default_config: ke_config::render_default_edgecore,
+    render_min_config: ke_config::render_min_edgecore,
+};
+
+fn main() -> ExitCode {
+    ke_daemon::main(&COMPONENT, |config_path, host| async move {
+        let config = EdgeCoreConfig::load(&config_path, &host).context("load config")?;
+        tracing::info!(config = %config_path.display(), node = %config.modules.edged.hostname_override, "config loaded");
+        for module in config.enabled_modules() {
+            tracing::warn!(
+                module,
+                "module is enabled in the config but not built yet; skipped"
+            );
+        }
+        ke_daemon::run_until_signal(BusRuntime::new()).await
+    })
+}
