@@ -62,6 +62,8 @@ where
 {
     let mut identity = None;
     let mut refusal = None;
+    // The callback's error type is tungstenite's; its size is not ours to choose.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| {
         let header = |name: &str| {
             // http's HeaderMap lowercases names, which is what makes `Node_id` match.
