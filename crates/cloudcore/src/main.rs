@@ -1,11 +1,12 @@
 //! cloudcore: the cloud side of kubeedge-rs. Talks to a Kubernetes API server as a client and to
 //! every edge node over one edge-initiated connection. Modules are registered here as they are
-//! built (cloudhub, edgecontroller, devicecontroller, synccontroller, cloudstream).
+//! built (cloudhub today; edgecontroller, devicecontroller, synccontroller, cloudstream next).
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use ke_bus::BusRuntime;
+use ke_cloudhub::{CloudHub, CloudHubSettings};
 use ke_config::CloudCoreConfig;
 use ke_daemon::Component;
 
@@ -27,12 +28,22 @@ fn main() -> ExitCode {
             );
         }
         tracing::info!(config = %config_path.display(), "config loaded");
+        let mut runtime = BusRuntime::new();
         for module in config.enabled_modules() {
-            tracing::warn!(
-                module,
-                "module is enabled in the config but not built yet; skipped"
-            );
+            match module {
+                ke_cloudhub::MODULE_NAME => {
+                    let settings = CloudHubSettings::from_config(&config)?;
+                    let hub = CloudHub::bind(settings, runtime.bus().clone())
+                        .await
+                        .context("start cloudhub")?;
+                    runtime.register(hub)?;
+                }
+                other => tracing::warn!(
+                    module = other,
+                    "module is enabled in the config but not built yet; skipped"
+                ),
+            }
         }
-        ke_daemon::run_until_signal(BusRuntime::new()).await
+        ke_daemon::run_until_signal(runtime).await
     })
 }

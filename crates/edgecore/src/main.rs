@@ -1,6 +1,6 @@
 //! edgecore: the agent on each edge node. One small binary: it must never link API-server or
-//! Kubernetes-client code. Modules are registered here as they are built (edgehub, metamanager,
-//! edged, eventbus, devicetwin, servicebus, edgestream).
+//! Kubernetes-client code. Modules are registered here as they are built (edgehub today;
+//! metamanager, edged, eventbus, devicetwin, servicebus, edgestream next).
 
 use std::process::ExitCode;
 
@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use ke_bus::BusRuntime;
 use ke_config::EdgeCoreConfig;
 use ke_daemon::Component;
+use ke_edgehub::{EdgeHub, EdgeHubSettings};
 
 const COMPONENT: Component = Component {
     name: "edgecore",
@@ -20,13 +21,23 @@ const COMPONENT: Component = Component {
 fn main() -> ExitCode {
     ke_daemon::main(&COMPONENT, |config_path, host| async move {
         let config = EdgeCoreConfig::load(&config_path, &host).context("load config")?;
-        tracing::info!(config = %config_path.display(), node = %config.modules.edged.hostname_override, "config loaded");
+        tracing::info!(
+            config = %config_path.display(),
+            node = %config.modules.edged.hostname_override,
+            "config loaded"
+        );
+        let mut runtime = BusRuntime::new();
         for module in config.enabled_modules() {
-            tracing::warn!(
-                module,
-                "module is enabled in the config but not built yet; skipped"
-            );
+            match module {
+                ke_edgehub::MODULE_NAME => {
+                    runtime.register(EdgeHub::new(EdgeHubSettings::from_config(&config)))?;
+                }
+                other => tracing::warn!(
+                    module = other,
+                    "module is enabled in the config but not built yet; skipped"
+                ),
+            }
         }
-        ke_daemon::run_until_signal(BusRuntime::new()).await
+        ke_daemon::run_until_signal(runtime).await
     })
 }

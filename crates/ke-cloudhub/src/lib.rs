@@ -20,7 +20,7 @@ mod node;
 mod stream;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -41,11 +41,13 @@ use crate::certserver::CertServer;
 use crate::hub::Shared;
 
 pub const MODULE_NAME: &str = "cloudhub";
+/// File name of the join token, in the CA's directory.
+pub const TOKEN_FILE_NAME: &str = "token";
 pub const GROUP_NAME: &str = "cloudhub";
 
-/// A WebSocket upgrade must finish within this after the TCP accept, so a client that connects
-/// and says nothing costs a task for seconds, not forever.
-const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`SessionPolicy::handshake_timeout`]: generous for TLS over a slow cellular or
+/// satellite link, short enough that idle half-open connections cannot pile up.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything CloudHub needs, taken from `cloudcore.yaml` by [`CloudHubSettings::from_config`]
 /// or built directly in tests.
@@ -64,6 +66,10 @@ pub struct CloudHubSettings {
     pub edge_cert_validity: Duration,
     /// Join tokens are valid for twice this (upstream's `tokenRefreshDuration`).
     pub token_refresh: Duration,
+    /// Where to keep the current join token (mode 0600), rewritten every `token_refresh`.
+    /// Upstream keeps it in the Secret `kubeedge/tokensecret`; without an API server a file next
+    /// to the CA serves `keadm gettoken` and scripts. `None` writes nothing.
+    pub token_file: Option<PathBuf>,
     pub session: SessionPolicy,
     pub queue: QueueConfig,
 }
@@ -82,6 +88,9 @@ impl CloudHubSettings {
         };
         let monitor = &config.common_config.monitor_server.bind_address;
         Ok(CloudHubSettings {
+            token_file: Path::new(&hub.tls_ca_file)
+                .parent()
+                .map(|dir| dir.join(TOKEN_FILE_NAME)),
             ca_cert_file: hub.tls_ca_file.clone().into(),
             ca_key_file: hub.tls_ca_key_file.clone().into(),
             cert_file: hub.tls_cert_file.clone().into(),
@@ -111,6 +120,7 @@ impl CloudHubSettings {
                 authorize_node_identity: hub.authorization.enable,
                 authorization_debug: hub.authorization.debug,
                 max_frame_bytes: ke_transport::DEFAULT_MAX_FRAME_BYTES,
+                handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             },
             queue: QueueConfig::default(),
         })
@@ -229,6 +239,28 @@ impl CloudHub {
         self.ca.ca_der()
     }
 
+    fn start_token_refresh(&self) {
+        let Some(path) = self.settings.token_file.clone() else {
+            return;
+        };
+        let ca = Arc::clone(&self.ca);
+        let refresh = self.settings.token_refresh.max(Duration::from_secs(60));
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            loop {
+                let token = ke_pki::token::issue_token(&ca, SystemTime::now(), 2 * refresh);
+                match ke_pki::persist::write_secret(&path, token.as_bytes()) {
+                    Ok(()) => tracing::info!(path = %path.display(), "join token written"),
+                    Err(err) => tracing::error!(error = %err, "cannot write the join token"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(refresh) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+
     fn start_servers(&mut self) {
         if let Some((listener, acceptor)) = self.websocket.take() {
             self.tasks.spawn(accept_edges(
@@ -284,6 +316,7 @@ impl Module for CloudHub {
     fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             self.start_servers();
+            self.start_token_refresh();
             while let Some(message) = ctx.recv().await {
                 self.shared.deliver(message).await;
             }
@@ -331,7 +364,7 @@ async fn accept_edges(
                 .await
                 .map_err(|e| e.to_string())
             };
-            match tokio::time::timeout(ACCEPT_TIMEOUT, upgrade).await {
+            match tokio::time::timeout(shared.policy.handshake_timeout, upgrade).await {
                 Ok(Ok((identity, connection))) => {
                     hub::run_session(shared, identity, connection).await;
                 }

@@ -59,6 +59,7 @@ fn cloud_settings(dir: &Path, ws: SocketAddr, https: SocketAddr) -> CloudHubSett
         monitor_addr: None,
         edge_cert_validity: Duration::from_secs(365 * 86_400),
         token_refresh: Duration::from_secs(12 * 3600),
+        token_file: Some(dir.join("ca/token")),
         session: SessionPolicy {
             node_limit: 10,
             keepalive_timeout: Duration::from_secs(30),

@@ -284,6 +284,11 @@ impl ServerCert {
 }
 
 /// Writes the CA certificate the edge downloaded to `tlsCaFile` (PEM, 0644).
+/// Writes a secret (e.g. a join token) atomically, readable by the owner only.
+pub fn write_secret(path: &Path, contents: &[u8]) -> Result<(), PersistError> {
+    write_atomic(path, contents, KEY_MODE)
+}
+
 pub fn write_ca_cert(path: &Path, ca_der: &[u8]) -> Result<(), PersistError> {
     write_atomic(path, cert::cert_to_pem(ca_der).as_bytes(), CERT_MODE)
 }

@@ -43,6 +43,34 @@ fn run_with_config(bin: &Path, text: &str) -> (Option<i32>, String) {
     )
 }
 
+/// Well-known KubeEdge ports that a default config binds or dials.
+const DEFAULT_PORTS: [u16; 12] = [
+    10000, 10001, 10002, 10003, 10004, 9091, 10350, 10550, 1883, 1884, 9060, 9443,
+];
+
+/// The same config, but with every file under `dir` and every well-known port replaced by a
+/// free one, so a test neither writes to /etc nor collides with a running KubeEdge.
+pub fn sandboxed(config: &str, dir: &Path) -> String {
+    let root = dir.display();
+    let mut text = config
+        .replace("/etc/kubeedge/", &format!("{root}/etc/kubeedge/"))
+        .replace("/var/lib/kubeedge/", &format!("{root}/var/lib/kubeedge/"));
+    for port in DEFAULT_PORTS {
+        let free = free_port();
+        text = text
+            .replace(&format!("port: {port}\n"), &format!("port: {free}\n"))
+            .replace(&format!(":{port}\n"), &format!(":{free}\n"));
+    }
+    text
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
+
 pub fn check(bin: &Path, name: &str, typo: &Typo) {
     // --version and --help exit 0 and say what they should.
     assert!(stdout_of(bin, &["--version"]).contains("kubeedge-rs"));
@@ -65,7 +93,7 @@ pub fn check(bin: &Path, name: &str, typo: &Typo) {
     for (label, text) in [("default", &default_config), ("min", &min_config)] {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&path, text).expect("write config");
+        std::fs::write(&path, sandboxed(text, dir.path())).expect("write config");
         let mut daemon = Daemon::start(bin, &["--config", path.to_str().expect("utf-8 path")]);
         daemon.wait_for_log("running", QUICK);
         let status = daemon.stop_with(Signal::SIGTERM, QUICK);
