@@ -40,6 +40,11 @@ pub struct SessionPolicy {
     /// With authorization on: only log mismatches (upstream's `authorization.debug`).
     pub authorization_debug: bool,
     pub max_frame_bytes: usize,
+    /// TLS handshake plus WebSocket upgrade must finish within this after the TCP accept, so a
+    /// client that connects and says nothing holds a task (and a file descriptor) for seconds,
+    /// not forever. Not in `cloudcore.yaml` (upstream has no such setting); see
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`](crate::DEFAULT_HANDSHAKE_TIMEOUT).
+    pub handshake_timeout: Duration,
 }
 
 /// State every session and node task shares.
