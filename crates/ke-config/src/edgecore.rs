@@ -121,6 +121,7 @@ impl EdgeCoreConfig {
                     token: String::new(),
                     http_server: format!("https://{}", join_host_port(host.ip, 10002)),
                     rotate_certificates: true,
+                    reconnect_max_interval: None,
                 },
                 event_bus: EventBus {
                     enable: true,
@@ -340,6 +341,15 @@ pub struct EdgeHub {
     /// Always written (see `Edged::register_schedulable`).
     #[serde(rename = "rotateCertificates")]
     pub rotate_certificates: bool,
+    /// kubeedge-rs extension: ceiling, in seconds, of the jittered exponential backoff between
+    /// redials (default 30). Upstream has no such field (it sleeps a fixed 2 × heartbeat) and
+    /// ignores unknown fields, so a config that sets it still loads there. Written only when set.
+    #[serde(
+        rename = "reconnectMaxInterval",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reconnect_max_interval: Option<i32>,
 }
 
 /// edgeHub's `websocket` and `quic` client settings share this shape.

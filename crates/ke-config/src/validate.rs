@@ -448,6 +448,9 @@ impl ConfigDoc for EdgeCoreConfig {
         if h.enable {
             let p = "modules.edgeHub";
             e.positive(&format!("{p}.heartbeat"), h.heartbeat.into());
+            if let Some(max) = h.reconnect_max_interval {
+                e.positive(&format!("{p}.reconnectMaxInterval"), max.into());
+            }
             e.non_negative(&format!("{p}.messageQPS"), h.message_qps.into());
             e.non_negative(&format!("{p}.messageBurst"), h.message_burst.into());
             e.non_empty(&format!("{p}.projectID"), &h.project_id);

@@ -352,3 +352,20 @@ fn enabled_modules_follow_the_config() {
     edge.modules.edged.enable = false;
     assert!(!edge.enabled_modules().contains(&"edged"));
 }
+
+#[test]
+fn reconnect_ceiling_is_an_optional_extension_field() {
+    let host = ke_config::HostInfo::new("vm", std::net::Ipv4Addr::new(192, 0, 2, 2));
+    let text = "apiVersion: edgecore.config.kubeedge.io/v1alpha2\nkind: EdgeCore\nmodules:\n  edgeHub:\n    reconnectMaxInterval: 5\n";
+    let config = ke_config::EdgeCoreConfig::from_yaml_str(text, &host).unwrap();
+    assert_eq!(config.modules.edge_hub.reconnect_max_interval, Some(5));
+    // Unset, it is not rendered, so --defaultconfig stays identical to upstream's.
+    assert!(!ke_config::render_default_edgecore(&host).contains("reconnectMaxInterval"));
+    let bad = text.replace(": 5", ": 0");
+    let err = ke_config::EdgeCoreConfig::from_yaml_str(&bad, &host).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("modules.edgeHub.reconnectMaxInterval"),
+        "{err}"
+    );
+}

@@ -78,7 +78,12 @@ impl EdgeHubSettings {
             message_burst: u32::try_from(hub.message_burst).unwrap_or(1),
             handshake_timeout: seconds(hub.websocket.handshake_timeout),
             write_timeout: seconds(hub.websocket.write_deadline),
-            reconnect: ReconnectPolicy::default(),
+            reconnect: ReconnectPolicy {
+                max: hub
+                    .reconnect_max_interval
+                    .map_or(ReconnectPolicy::default().max, seconds),
+                ..ReconnectPolicy::default()
+            },
             max_frame_bytes: ke_transport::DEFAULT_MAX_FRAME_BYTES,
             rotate_certificates: hub.rotate_certificates,
         }
