@@ -44,18 +44,9 @@ impl CertServer {
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) {
-        loop {
-            let (tcp, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "certificate server accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                () = shutdown.cancelled() => return,
-            };
+        while let Some((tcp, peer)) =
+            crate::accept::next_connection(&listener, &shutdown, "https").await
+        {
             let server = Arc::clone(&self);
             let acceptor = acceptor.clone();
             tasks.spawn(async move {

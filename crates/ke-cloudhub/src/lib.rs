@@ -13,6 +13,7 @@
 //! Cloud modules send to an edge by sending to the module named [`MODULE_NAME`] with a resource
 //! `node/<node-id>/<ns>/<type>/<name>`.
 
+mod accept;
 mod certserver;
 mod hub;
 mod metrics;
@@ -333,19 +334,7 @@ async fn accept_edges(
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %err, "websocket accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => return,
-        };
+    while let Some((tcp, peer)) = accept::next_connection(&listener, &shutdown, "websocket").await {
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let shared = Arc::clone(&shared);

@@ -155,14 +155,8 @@ pub(crate) async fn serve(
     metrics: Arc<Metrics>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    loop {
-        let tcp = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(_) => continue,
-            },
-            () = shutdown.cancelled() => return,
-        };
+    while let Some((tcp, _)) = crate::accept::next_connection(&listener, &shutdown, "metrics").await
+    {
         let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: hyper::Request<_>| {

@@ -49,7 +49,7 @@ impl CloudCoreConfig {
     /// Names of the modules this config turns on, as upstream names them in logs.
     pub fn enabled_modules(&self) -> Vec<&'static str> {
         let m = &self.modules;
-        [
+        crate::enabled_names([
             ("cloudhub", m.cloud_hub.enable),
             ("edgecontroller", m.edge_controller.enable),
             ("devicecontroller", m.device_controller.enable),
@@ -59,10 +59,7 @@ impl CloudCoreConfig {
             ("cloudStream", m.cloud_stream.enable),
             ("router", m.router.enable),
             ("iptablesmanager", m.iptables_manager.enable),
-        ]
-        .into_iter()
-        .filter_map(|(name, enabled)| enabled.then_some(name))
-        .collect()
+        ])
     }
 
     /// Upstream's `NewDefaultCloudCoreConfig`, with the advertise address

@@ -47,7 +47,7 @@ impl EdgeCoreConfig {
     /// Names of the modules this config turns on, as upstream names them in logs.
     pub fn enabled_modules(&self) -> Vec<&'static str> {
         let m = &self.modules;
-        [
+        crate::enabled_names([
             ("edged", m.edged.enable),
             ("websocket", m.edge_hub.enable),
             ("eventbus", m.event_bus.enable),
@@ -57,10 +57,7 @@ impl EdgeCoreConfig {
             ("dbTest", m.db_test.enable),
             ("edgestream", m.edge_stream.enable),
             ("taskmanager", m.task_manager.enable),
-        ]
-        .into_iter()
-        .filter_map(|(name, enabled)| enabled.then_some(name))
-        .collect()
+        ])
     }
 
     /// Upstream's `NewDefaultEdgeCoreConfig`, with node name and cloud

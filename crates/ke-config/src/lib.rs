@@ -93,3 +93,11 @@ mod skip {
         *v == 0
     }
 }
+
+/// The names whose flag is set, in order: what `enabled_modules` reports for both daemons.
+fn enabled_names<const N: usize>(modules: [(&'static str, bool); N]) -> Vec<&'static str> {
+    modules
+        .into_iter()
+        .filter_map(|(name, enabled)| enabled.then_some(name))
+        .collect()
+}
