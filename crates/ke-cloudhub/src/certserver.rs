@@ -28,7 +28,6 @@ use crate::hub::Shared;
 
 /// Upstream limits the CSR body to 1 MiB.
 const MAX_CSR_BYTES: usize = 1 << 20;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) struct CertServer {
     pub ca: Arc<CertificateAuthority>,
@@ -49,8 +48,11 @@ impl CertServer {
         {
             let server = Arc::clone(&self);
             let acceptor = acceptor.clone();
+            // The WebSocket port's limit, for the same reason: a silent client must not hold a
+            // task and a file descriptor for long.
+            let handshake_timeout = self.shared.policy.handshake_timeout;
             tasks.spawn(async move {
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(err)) => {
                         tracing::info!(%peer, error = %err, "certificate server: TLS handshake failed");
@@ -71,7 +73,11 @@ impl CertServer {
                     let peer_certs = peer_certs.clone();
                     async move { Ok::<_, Infallible>(server.handle(request, peer_certs.as_deref()).await) }
                 });
+                // Without a timer hyper silently ignores its header read timeout, and a client
+                // that finishes TLS but never sends a request would keep the connection forever.
                 if let Err(err) = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(handshake_timeout)
                     .serve_connection(TokioIo::new(tls), service)
                     .await
                 {

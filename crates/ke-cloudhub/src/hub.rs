@@ -42,7 +42,8 @@ pub struct SessionPolicy {
     pub max_frame_bytes: usize,
     /// TLS handshake plus WebSocket upgrade must finish within this after the TCP accept, so a
     /// client that connects and says nothing holds a task (and a file descriptor) for seconds,
-    /// not forever. Not in `cloudcore.yaml` (upstream has no such setting); see
+    /// not forever. The certificate server applies it to its TLS handshake and to reading each
+    /// request's headers. Not in `cloudcore.yaml` (upstream has no such setting); see
     /// [`DEFAULT_HANDSHAKE_TIMEOUT`](crate::DEFAULT_HANDSHAKE_TIMEOUT).
     pub handshake_timeout: Duration,
 }
