@@ -10,6 +10,8 @@
 //! * **Edge CSR signing** ([`CertificateAuthority::sign_edge_csr`]): what
 //!   cloudcore's `/edge.crt` does; the subject always comes from the node
 //!   name.
+//! * **User client certificates** ([`CertificateAuthority::issue_user_client_cert`]): for
+//!   the embedded API server's admin kubeconfig.
 //! * **Edge side** ([`EdgeKeyPair`], [`persist::edge_needs_bootstrap`]).
 //! * **Join tokens** ([`token`]), **rotation timing** ([`rotation_deadline`]),
 //!   and **rustls configurations** ([`tls`]) for both ends.
@@ -55,6 +57,7 @@ mod rotation;
 mod server_cert;
 pub mod tls;
 pub mod token;
+mod user_cert;
 
 pub use ca::{CA_VALIDITY, CaError, CertificateAuthority};
 pub use cert::{CertError, CertInfo, cert_info};
@@ -72,6 +75,7 @@ pub use server_cert::{
 };
 pub use tls::TlsConfigError;
 pub use token::TokenError;
+pub use user_cert::UserCertError;
 
 /// Upstream's `constants.ProjectName`: the CA's CN and the server certificate's CN and O.
 pub const PROJECT_NAME: &str = "KubeEdge";

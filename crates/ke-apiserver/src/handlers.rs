@@ -1,0 +1,1003 @@
+//! The verbs on objects: get, list, create, update (PUT), patch, delete, deletecollection, and
+//! the `/status` subresource. Objects are schemaless JSON; this module owns the metadata rules
+//! (uid, timestamps, generation, resourceVersion, finalizers, namespaces).
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::Response;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value, json};
+
+use crate::meta;
+use crate::patch::{self, PatchType};
+use crate::proto;
+use crate::registry::{self, RESOURCES, ResourceInfo};
+use crate::request::ResourceRoute;
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::server::ApiServer;
+use crate::status::{self, ApiError};
+use crate::storage::{ListOptions, Revision, Storage, StorageError, StoredObject};
+use crate::{json_response, watch};
+
+/// How often a read-modify-write is retried when another writer got in between.
+const MAX_ATTEMPTS: usize = 8;
+
+type Query = HashMap<String, String>;
+
+pub(crate) async fn handle<S: Storage>(
+    server: &ApiServer<S>,
+    rr: ResourceRoute,
+    method: Method,
+    headers: &HeaderMap,
+    query: Query,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let res = rr.res;
+    let ns = rr.namespace.as_deref();
+    let dry_run = is_dry_run(&query)?;
+    if res.namespaced && ns.is_none() && rr.name.is_some() {
+        return Err(ApiError::no_route(&format!(
+            "{} must be addressed within a namespace",
+            res.plural
+        )));
+    }
+    let sub = rr.subresource.as_deref();
+    match (method, rr.name.as_deref()) {
+        (Method::GET, Some(name)) => {
+            let obj = get_object(server, res, ns, name).await?;
+            Ok(json_response(StatusCode::OK, &obj))
+        }
+        (Method::GET, None) if rr.watch_path || is_true(query.get("watch")) => {
+            watch::serve(server, res, ns, &query).await
+        }
+        (Method::GET, None) => {
+            let list = list_objects(server, res, ns, &query).await?;
+            Ok(json_response(StatusCode::OK, &list))
+        }
+        (Method::POST, None) => {
+            if res.namespaced && ns.is_none() {
+                return Err(ApiError::method_not_allowed(format!(
+                    "create {} within a namespace",
+                    res.plural
+                )));
+            }
+            let body = server.read_body(headers, body).await?;
+            let obj = parse_request_object(headers, &body)?;
+            let created = create_object(server, res, ns, obj, dry_run).await?;
+            Ok(json_response(StatusCode::CREATED, &created))
+        }
+        (Method::PUT, Some(name)) => {
+            let body = server.read_body(headers, body).await?;
+            let obj = parse_request_object(headers, &body)?;
+            if let Some(body_name) = meta_str(&obj, "name")
+                && body_name != name
+            {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({body_name}) does not match the name on the URL ({name})"
+                )));
+            }
+            let updated =
+                update_object(server, res, ns, name, sub, dry_run, |_| Ok(obj.clone())).await?;
+            Ok(json_response(StatusCode::OK, &updated))
+        }
+        (Method::PATCH, Some(name)) => {
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let kind = PatchType::from_content_type(ct)
+                .ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+            let body = server.read_body(headers, body).await?;
+            let updated = update_object(server, res, ns, name, sub, dry_run, |cur| {
+                patch::apply(kind, cur, &body).map_err(|e| match e {
+                    patch::PatchError::TestFailed { .. } => ApiError::new(
+                        422,
+                        "Invalid",
+                        format!(
+                            "the server rejected our request due to an error in our request: {e}"
+                        ),
+                    ),
+                    e => ApiError::bad_request(e.to_string()),
+                })
+            })
+            .await?;
+            Ok(json_response(StatusCode::OK, &updated))
+        }
+        (Method::DELETE, Some(name)) if sub.is_none() => {
+            let body = server.read_body(headers, body).await?;
+            let opts = DeleteOptions::parse(&body, &query)?;
+            let dry_run = dry_run || opts.dry_run;
+            let out = if res.plural == "namespaces" && res.group.is_empty() {
+                delete_namespace(server, name, &opts, dry_run).await?
+            } else {
+                delete_object(server, res, ns, name, &opts, dry_run).await?
+            };
+            Ok(match out {
+                Deleted::Gone(obj) => json_response(
+                    StatusCode::OK,
+                    &status::success_status(
+                        res,
+                        name,
+                        obj.pointer("/metadata/uid").and_then(Value::as_str),
+                    ),
+                ),
+                Deleted::Pending(obj) => json_response(StatusCode::OK, &obj),
+            })
+        }
+        (Method::DELETE, None) => {
+            if res.plural == "namespaces" && res.group.is_empty() {
+                return Err(ApiError::method_not_allowed(
+                    "deletecollection is not supported on namespaces",
+                ));
+            }
+            let body = server.read_body(headers, body).await?;
+            let opts = DeleteOptions::parse(&body, &query)?;
+            let dry_run = dry_run || opts.dry_run;
+            let list = list_objects(server, res, ns, &query).await?;
+            let mut gone = Vec::new();
+            for item in list["items"].as_array().into_iter().flatten() {
+                let name = item
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let item_ns = item.pointer("/metadata/namespace").and_then(Value::as_str);
+                match delete_object(server, res, item_ns, name, &opts, dry_run).await {
+                    Ok(Deleted::Gone(o) | Deleted::Pending(o)) => gone.push(o),
+                    Err(e) if e.reason == "NotFound" => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let mut out = list;
+            out["items"] = Value::Array(gone);
+            Ok(json_response(StatusCode::OK, &out))
+        }
+        (m, _) => Err(ApiError::method_not_allowed(format!(
+            "{m} is not supported on {}{}",
+            res.plural,
+            sub.map(|s| format!("/{s}")).unwrap_or_default()
+        ))),
+    }
+}
+
+/// An object body: JSON, or protobuf for the kinds [`crate::proto`] knows (typed client-go
+/// clients such as kubectl's `create namespace` send protobuf and do not fall back to JSON).
+fn parse_request_object(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    match ct.split(';').next().unwrap_or_default().trim() {
+        "application/json" | "" => parse_object(body),
+        "application/vnd.kubernetes.protobuf" => proto::decode(body).map_err(|e| match e {
+            proto::ProtoError::Unsupported(_) => ApiError::unsupported_media_type(&e.to_string()),
+            proto::ProtoError::Malformed(_) => ApiError::bad_request(e.to_string()),
+        }),
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+fn is_true(v: Option<&String>) -> bool {
+    matches!(v.map(String::as_str), Some("true" | "1"))
+}
+
+fn is_dry_run(q: &Query) -> Result<bool, ApiError> {
+    match q.get("dryRun").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "unsupported dryRun value {other:?} (only \"All\")"
+        ))),
+    }
+}
+
+/// A request body that must be one JSON object.
+pub(crate) fn parse_object(body: &[u8]) -> Result<Value, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid json: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a json object",
+        ));
+    }
+    Ok(v)
+}
+
+/// The stored JSON with `metadata.resourceVersion` injected from the storage revision.
+pub(crate) fn decode(stored: &StoredObject) -> Result<Value, ApiError> {
+    let mut v: Value = serde_json::from_slice(&stored.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", stored.key)))?;
+    set_rv(&mut v, stored.mod_revision);
+    Ok(v)
+}
+
+fn set_rv(v: &mut Value, rv: Revision) {
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.insert("resourceVersion".into(), json!(rv.to_string()));
+    }
+}
+
+/// What is stored: the object without its resourceVersion (the storage revision is the truth).
+fn encode(v: &Value) -> Vec<u8> {
+    let mut v = v.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.shift_remove("resourceVersion");
+    }
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+fn metadata_mut(obj: &mut Value) -> Result<&mut Map<String, Value>, ApiError> {
+    let Value::Object(root) = obj else {
+        return Err(ApiError::bad_request("the object must be a json object"));
+    };
+    let meta = root.entry("metadata").or_insert_with(|| json!({}));
+    meta.as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("metadata must be a json object"))
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?
+        .get(field)?
+        .as_str()
+        .filter(|s| !s.is_empty())
+}
+
+/// Fills `apiVersion`/`kind` when absent; refuses an object of another kind.
+fn check_type(res: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
+    let want_av = res.api_version();
+    let Value::Object(root) = obj else {
+        return Err(ApiError::bad_request("the object must be a json object"));
+    };
+    for (field, want) in [("apiVersion", want_av.as_str()), ("kind", res.kind)] {
+        match root.get(field).and_then(Value::as_str) {
+            None | Some("") => {
+                root.insert(field.into(), json!(want));
+            }
+            Some(got) if got == want => {}
+            Some(got) => {
+                return Err(ApiError::bad_request(format!(
+                    "the {field} in the data ({got}) does not match the expected {field} ({want})"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_name(res: &ResourceInfo, name: &str) -> Result<(), ApiError> {
+    let check = match (res.group, res.plural) {
+        ("", "namespaces") => meta::validate_label(name),
+        ("", "services") => meta::validate_dns1035(name),
+        _ => meta::validate_subdomain(name),
+    };
+    check.map_err(|m| ApiError::invalid(res, name, "metadata.name", &m))
+}
+
+fn namespaces() -> &'static ResourceInfo {
+    registry::lookup("", "v1", "namespaces").expect("namespaces are registered")
+}
+
+fn is_deleting(obj: &Value) -> bool {
+    meta_str(obj, "deletionTimestamp").is_some()
+}
+
+fn has_finalizers(obj: &Value) -> bool {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty())
+}
+
+/// New content may only go into an existing namespace that is not being deleted.
+async fn check_namespace_writable<S: Storage>(
+    server: &ApiServer<S>,
+    res: &ResourceInfo,
+    ns: &str,
+    name: &str,
+) -> Result<(), ApiError> {
+    let nsr = namespaces();
+    let stored = server
+        .storage
+        .get(&nsr.key(None, ns))
+        .await
+        .map_err(|e| ApiError::from_storage(nsr, ns, e))?
+        .ok_or_else(|| ApiError::not_found(nsr, ns))?;
+    if is_deleting(&decode(&stored)?) {
+        return Err(ApiError::forbidden(format!(
+            "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+            res.plural
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) async fn get_object<S: Storage>(
+    server: &ApiServer<S>,
+    res: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<Value, ApiError> {
+    let stored = server
+        .storage
+        .get(&res.key(ns, name))
+        .await
+        .map_err(|e| ApiError::from_storage(res, name, e))?
+        .ok_or_else(|| ApiError::not_found(res, name))?;
+    decode(&stored)
+}
+
+/// POST: assigns name (from `generateName`), uid, timestamps, generation; resets status where
+/// Kubernetes does; stores.
+pub(crate) async fn create_object<S: Storage>(
+    server: &ApiServer<S>,
+    res: &ResourceInfo,
+    ns: Option<&str>,
+    mut obj: Value,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    check_type(res, &mut obj)?;
+    let meta = metadata_mut(&mut obj)?;
+    if res.namespaced {
+        let ns = ns.unwrap_or_default();
+        match meta.get("namespace").and_then(Value::as_str) {
+            None | Some("") => {}
+            Some(body_ns) if body_ns == ns => {}
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+        }
+        meta.insert("namespace".into(), json!(ns));
+    } else {
+        meta.shift_remove("namespace");
+    }
+    let given = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let generate = meta
+        .get("generateName")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if given.is_empty() && generate.is_empty() {
+        return Err(ApiError::invalid(
+            res,
+            "",
+            "metadata.name",
+            "Required value: name or generateName is required",
+        ));
+    }
+    let now = meta::now();
+    meta.insert("uid".into(), json!(meta::new_uid()));
+    meta.insert("creationTimestamp".into(), json!(now));
+    meta.insert("generation".into(), json!(1));
+    for server_owned in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+    ] {
+        meta.shift_remove(server_owned);
+    }
+    reset_status_on_create(res, &mut obj);
+    normalize(res, &mut obj);
+    if let Some(ns) = ns.filter(|_| res.namespaced) {
+        check_namespace_writable(server, res, ns, &given).await?;
+    }
+
+    for attempt in 0.. {
+        let name = if given.is_empty() {
+            meta::generate_name(&generate)
+        } else {
+            given.clone()
+        };
+        validate_name(res, &name)?;
+        metadata_mut(&mut obj)?.insert("name".into(), json!(name));
+        if res.plural == "namespaces" && res.group.is_empty() {
+            namespace_defaults(&mut obj, &name);
+        }
+        if dry_run {
+            return Ok(obj);
+        }
+        match server
+            .storage
+            .create(&res.key(ns, &name), encode(&obj))
+            .await
+        {
+            Ok(stored) => {
+                set_rv(&mut obj, stored.mod_revision);
+                return Ok(obj);
+            }
+            // A generated name collided: draw another, as kube-apiserver does.
+            Err(StorageError::AlreadyExists { .. }) if given.is_empty() && attempt < 5 => continue,
+            Err(e) => return Err(ApiError::from_storage(res, &name, e)),
+        }
+    }
+    unreachable!("the create loop returns")
+}
+
+fn reset_status_on_create(res: &ResourceInfo, obj: &mut Value) {
+    if !res.status_subresource {
+        return;
+    }
+    let Some(root) = obj.as_object_mut() else {
+        return;
+    };
+    match (res.group, res.plural) {
+        // Nodes may be created with their status (kubelet registers that way).
+        ("", "nodes") => {}
+        ("", "pods") => {
+            root.insert("status".into(), json!({"phase": "Pending"}));
+        }
+        _ => {
+            root.shift_remove("status");
+        }
+    }
+}
+
+fn namespace_defaults(obj: &mut Value, name: &str) {
+    let Some(root) = obj.as_object_mut() else {
+        return;
+    };
+    let labels = root
+        .entry("metadata")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .map(|m| m.entry("labels").or_insert_with(|| json!({})));
+    if let Some(Value::Object(l)) = labels {
+        l.insert("kubernetes.io/metadata.name".into(), json!(name));
+    }
+    let spec = root.entry("spec").or_insert_with(|| json!({}));
+    if let Value::Object(s) = spec
+        && !s.contains_key("finalizers")
+    {
+        s.insert("finalizers".into(), json!(["kubernetes"]));
+    }
+    root.insert("status".into(), json!({"phase": "Active"}));
+}
+
+/// PUT and PATCH: `mutate` turns the current object into the requested one; this keeps what the
+/// server owns, applies the subresource rules, checks a resourceVersion precondition, and writes
+/// with the read revision as the expected one (retrying when another writer got in between and
+/// the client gave no precondition).
+pub(crate) async fn update_object<S, F>(
+    server: &ApiServer<S>,
+    res: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    sub: Option<&str>,
+    dry_run: bool,
+    mutate: F,
+) -> Result<Value, ApiError>
+where
+    S: Storage,
+    F: Fn(&Value) -> Result<Value, ApiError>,
+{
+    let key = res.key(ns, name);
+    for _ in 0..MAX_ATTEMPTS {
+        let stored = server
+            .storage
+            .get(&key)
+            .await
+            .map_err(|e| ApiError::from_storage(res, name, e))?
+            .ok_or_else(|| ApiError::not_found(res, name))?;
+        let current = decode(&stored)?;
+        let mut candidate = mutate(&current)?;
+        if !candidate.is_object() {
+            return Err(ApiError::bad_request("the object must be a json object"));
+        }
+        if let Some(rv) = meta_str(&candidate, "resourceVersion") {
+            let rv: Revision = rv.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid resourceVersion {rv:?}: not a number"))
+            })?;
+            if rv != stored.mod_revision {
+                return Err(ApiError::conflict(res, name));
+            }
+        }
+        if let Some(uid) = meta_str(&candidate, "uid")
+            && Some(uid) != meta_str(&current, "uid")
+        {
+            return Err(ApiError::conflict(res, name));
+        }
+        check_type(res, &mut candidate)?;
+        let next = prepare_update(res, &current, candidate, sub, name)?;
+        if strip_rv(&next) == strip_rv(&current) {
+            return Ok(current);
+        }
+        // The last finalizer of a deleting object is gone: the object goes with it.
+        if is_deleting(&next) && !has_finalizers(&next) {
+            if dry_run {
+                return Ok(next);
+            }
+            match server.storage.delete(&key, Some(stored.mod_revision)).await {
+                Ok(gone) => {
+                    let mut out = next;
+                    set_rv(&mut out, gone.mod_revision);
+                    if let Some(ns) = ns.filter(|_| res.namespaced) {
+                        finish_namespace_if_empty(server, ns).await?;
+                    }
+                    return Ok(out);
+                }
+                Err(StorageError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::from_storage(res, name, e)),
+            }
+        }
+        if dry_run {
+            return Ok(next);
+        }
+        match server
+            .storage
+            .update(&key, encode(&next), Some(stored.mod_revision))
+            .await
+        {
+            Ok(written) => {
+                let mut out = next;
+                set_rv(&mut out, written.mod_revision);
+                return Ok(out);
+            }
+            Err(StorageError::Conflict { .. }) => continue,
+            Err(e) => return Err(ApiError::from_storage(res, name, e)),
+        }
+    }
+    Err(ApiError::conflict(res, name))
+}
+
+fn strip_rv(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.shift_remove("resourceVersion");
+    }
+    v
+}
+
+/// Everything outside `metadata` and `status`: what `generation` tracks.
+fn desired_state(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.shift_remove("metadata");
+        m.shift_remove("status");
+    }
+    v
+}
+
+fn prepare_update(
+    res: &ResourceInfo,
+    current: &Value,
+    candidate: Value,
+    sub: Option<&str>,
+    name: &str,
+) -> Result<Value, ApiError> {
+    let mut next = if sub == Some("status") {
+        // The status subresource changes status only.
+        let mut n = current.clone();
+        copy_field(&mut n, &candidate, "status");
+        n
+    } else {
+        let mut n = candidate;
+        if res.status_subresource {
+            copy_field(&mut n, current, "status");
+        }
+        if res.plural == "namespaces" && res.group.is_empty() {
+            copy_field(&mut n, current, "spec");
+        }
+        n
+    };
+    let body_name = meta_str(&next, "name").map(str::to_owned);
+    if let Some(body_name) = body_name
+        && body_name != name
+    {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let cur_meta = current
+        .get("metadata")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let generation = cur_meta
+        .get("generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let bump = desired_state(&next) != desired_state(current);
+    let meta = metadata_mut(&mut next)?;
+    meta.insert("name".into(), json!(name));
+    for owned in [
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ] {
+        match cur_meta.get(owned) {
+            Some(v) => {
+                meta.insert(owned.into(), v.clone());
+            }
+            None => {
+                meta.shift_remove(owned);
+            }
+        }
+    }
+    meta.insert(
+        "generation".into(),
+        json!(if bump { generation + 1 } else { generation }),
+    );
+    meta.shift_remove("resourceVersion");
+    normalize(res, &mut next);
+    Ok(next)
+}
+
+/// Conversions kube-apiserver applies on every write of a kind.
+fn normalize(res: &ResourceInfo, obj: &mut Value) {
+    use base64::engine::general_purpose::STANDARD;
+    if (res.group, res.plural) != ("", "secrets") {
+        return;
+    }
+    let Some(root) = obj.as_object_mut() else {
+        return;
+    };
+    // `stringData` is write-only: merged into `data`, base64-encoded.
+    if let Some(Value::Object(sd)) = root.shift_remove("stringData") {
+        let data = root.entry("data").or_insert_with(|| json!({}));
+        if let Value::Object(d) = data {
+            for (k, v) in sd {
+                let text = v.as_str().unwrap_or_default();
+                d.insert(k, json!(STANDARD.encode(text)));
+            }
+        }
+    }
+    root.entry("type").or_insert_with(|| json!("Opaque"));
+}
+
+fn copy_field(dst: &mut Value, src: &Value, field: &str) {
+    let Some(d) = dst.as_object_mut() else { return };
+    match src.get(field) {
+        Some(v) => {
+            d.insert(field.into(), v.clone());
+        }
+        None => {
+            d.shift_remove(field);
+        }
+    }
+}
+
+/// Parsed `DeleteOptions` (body and query).
+#[derive(Debug, Default)]
+pub(crate) struct DeleteOptions {
+    uid: Option<String>,
+    resource_version: Option<Revision>,
+    dry_run: bool,
+}
+
+impl DeleteOptions {
+    fn parse(body: &[u8], q: &Query) -> Result<Self, ApiError> {
+        let mut opts = Self::default();
+        let mut policy = q.get("propagationPolicy").cloned();
+        if !body.iter().all(u8::is_ascii_whitespace) {
+            let v = parse_object(body)?;
+            opts.uid = v
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if let Some(rv) = v
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+            {
+                opts.resource_version = Some(rv.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid precondition resourceVersion {rv:?}"))
+                })?);
+            }
+            if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
+                policy = Some(p.to_owned());
+            }
+            opts.dry_run = v
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|x| x == "All"));
+        }
+        // Accepted but not acted on: there is no garbage collector yet, so dependents are
+        // neither deleted first (Foreground) nor orphaned explicitly.
+        match policy.as_deref() {
+            None | Some("Orphan" | "Background" | "Foreground") => Ok(opts),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "invalid propagationPolicy {other:?}: must be Orphan, Background or Foreground"
+            ))),
+        }
+    }
+}
+
+pub(crate) enum Deleted {
+    /// Removed from storage; the last state.
+    Gone(Value),
+    /// Kept until its finalizers are removed; now has `deletionTimestamp`.
+    Pending(Value),
+}
+
+pub(crate) async fn delete_object<S: Storage>(
+    server: &ApiServer<S>,
+    res: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    opts: &DeleteOptions,
+    dry_run: bool,
+) -> Result<Deleted, ApiError> {
+    let key = res.key(ns, name);
+    for _ in 0..MAX_ATTEMPTS {
+        let stored = server
+            .storage
+            .get(&key)
+            .await
+            .map_err(|e| ApiError::from_storage(res, name, e))?
+            .ok_or_else(|| ApiError::not_found(res, name))?;
+        let current = decode(&stored)?;
+        if let Some(uid) = &opts.uid
+            && meta_str(&current, "uid") != Some(uid.as_str())
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&current, "uid").unwrap_or_default()
+                ),
+            ));
+        }
+        if let Some(rv) = opts.resource_version
+            && rv != stored.mod_revision
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    stored.mod_revision
+                ),
+            ));
+        }
+        if has_finalizers(&current) {
+            if is_deleting(&current) || dry_run {
+                return Ok(Deleted::Pending(current));
+            }
+            let mut next = current.clone();
+            let meta = metadata_mut(&mut next)?;
+            meta.insert("deletionTimestamp".into(), json!(meta::now()));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+            match server
+                .storage
+                .update(&key, encode(&next), Some(stored.mod_revision))
+                .await
+            {
+                Ok(written) => {
+                    set_rv(&mut next, written.mod_revision);
+                    return Ok(Deleted::Pending(next));
+                }
+                Err(StorageError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::from_storage(res, name, e)),
+            }
+        }
+        if dry_run {
+            return Ok(Deleted::Gone(current));
+        }
+        match server.storage.delete(&key, Some(stored.mod_revision)).await {
+            Ok(_) => return Ok(Deleted::Gone(current)),
+            Err(StorageError::Conflict { .. }) => continue,
+            Err(e) => return Err(ApiError::from_storage(res, name, e)),
+        }
+    }
+    Err(ApiError::conflict(res, name))
+}
+
+/// Deleting a namespace: mark it Terminating, delete everything in it, and remove it once empty
+/// (objects held by finalizers keep it Terminating until they go; see
+/// [`finish_namespace_if_empty`]). This stands in for kube-controller-manager's namespace
+/// controller.
+async fn delete_namespace<S: Storage>(
+    server: &ApiServer<S>,
+    name: &str,
+    opts: &DeleteOptions,
+    dry_run: bool,
+) -> Result<Deleted, ApiError> {
+    let nsr = namespaces();
+    let current = get_object(server, nsr, None, name).await?;
+    if dry_run {
+        return Ok(Deleted::Pending(current));
+    }
+    if let Some(uid) = &opts.uid
+        && meta_str(&current, "uid") != Some(uid.as_str())
+    {
+        return Err(ApiError::conflict(nsr, name));
+    }
+    if !is_deleting(&current) {
+        let key = nsr.key(None, name);
+        let mut next = current.clone();
+        metadata_mut(&mut next)?.insert("deletionTimestamp".into(), json!(meta::now()));
+        next["status"] = json!({"phase": "Terminating"});
+        let expected = meta_str(&current, "resourceVersion").and_then(|r| r.parse().ok());
+        server
+            .storage
+            .update(&key, encode(&next), expected)
+            .await
+            .map_err(|e| ApiError::from_storage(nsr, name, e))?;
+    }
+    let plain = DeleteOptions::default();
+    for res in RESOURCES.iter().filter(|r| r.namespaced) {
+        let page = server
+            .storage
+            .list(&res.prefix(Some(name)), ListOptions::default())
+            .await
+            .map_err(|e| ApiError::from_storage(res, name, e))?;
+        for item in &page.items {
+            let obj = decode(item)?;
+            let item_name = meta_str(&obj, "name").unwrap_or_default().to_owned();
+            match delete_object(server, res, Some(name), &item_name, &plain, false).await {
+                Ok(_) => {}
+                Err(e) if e.reason == "NotFound" => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    match finish_namespace_if_empty(server, name).await? {
+        Some(gone) => Ok(Deleted::Gone(gone)),
+        None => Ok(Deleted::Pending(get_object(server, nsr, None, name).await?)),
+    }
+}
+
+/// Removes a Terminating namespace once nothing is left in it. Returns its last state when it
+/// was removed.
+async fn finish_namespace_if_empty<S: Storage>(
+    server: &ApiServer<S>,
+    ns: &str,
+) -> Result<Option<Value>, ApiError> {
+    let nsr = namespaces();
+    let Some(stored) = server
+        .storage
+        .get(&nsr.key(None, ns))
+        .await
+        .map_err(|e| ApiError::from_storage(nsr, ns, e))?
+    else {
+        return Ok(None);
+    };
+    let current = decode(&stored)?;
+    if !is_deleting(&current) || has_finalizers(&current) {
+        return Ok(None);
+    }
+    for res in RESOURCES.iter().filter(|r| r.namespaced) {
+        let page = server
+            .storage
+            .list(
+                &res.prefix(Some(ns)),
+                ListOptions {
+                    limit: Some(1),
+                    start_after: None,
+                },
+            )
+            .await
+            .map_err(|e| ApiError::from_storage(res, ns, e))?;
+        if !page.items.is_empty() {
+            return Ok(None);
+        }
+    }
+    match server
+        .storage
+        .delete(&nsr.key(None, ns), Some(stored.mod_revision))
+        .await
+    {
+        Ok(_) => Ok(Some(current)),
+        // Someone else finished or changed it; they own the outcome.
+        Err(StorageError::NotFound { .. } | StorageError::Conflict { .. }) => Ok(None),
+        Err(e) => Err(ApiError::from_storage(nsr, ns, e)),
+    }
+}
+
+/// Parsed selectors of a list or watch.
+pub(crate) struct Selectors {
+    pub label: LabelSelector,
+    pub field: FieldSelector,
+}
+
+impl Selectors {
+    pub fn parse(res: &ResourceInfo, q: &Query) -> Result<Self, ApiError> {
+        let bad = |e: crate::selectors::SelectorError| ApiError::bad_request(e.to_string());
+        Ok(Self {
+            label: LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
+                .map_err(bad)?,
+            field: FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), res)
+                .map_err(bad)?,
+        })
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.label.matches(obj) && self.field.matches(obj)
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    rv: Revision,
+    after: String,
+}
+
+/// LIST, with selectors and `limit`/`continue` paging.
+///
+/// Pages after the first are read at the store's latest revision, not the first page's (the
+/// storage trait has no read-at-revision yet), so a paged list is not a snapshot.
+pub(crate) async fn list_objects<S: Storage>(
+    server: &ApiServer<S>,
+    res: &ResourceInfo,
+    ns: Option<&str>,
+    q: &Query,
+) -> Result<Value, ApiError> {
+    let sel = Selectors::parse(res, q)?;
+    let limit = match q.get("limit").map(String::as_str) {
+        None | Some("") | Some("0") => None,
+        Some(l) => Some(
+            l.parse::<usize>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+        ),
+    };
+    let mut start_after = None;
+    let mut token_rv = None;
+    if let Some(tok) = q.get("continue").filter(|t| !t.is_empty()) {
+        let t: ContinueToken = URL_SAFE_NO_PAD
+            .decode(tok)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
+        start_after = Some(t.after);
+        token_rv = Some(t.rv);
+    }
+    let prefix = res.prefix(ns);
+    let mut items = Vec::new();
+    let mut revision = None;
+    let mut next_after = None;
+    'pages: loop {
+        let page = server
+            .storage
+            .list(
+                &prefix,
+                ListOptions {
+                    limit,
+                    start_after: start_after.clone(),
+                },
+            )
+            .await
+            .map_err(|e| ApiError::from_storage(res, "", e))?;
+        revision.get_or_insert(page.revision);
+        let count = page.items.len();
+        for (i, stored) in page.items.iter().enumerate() {
+            let obj = decode(stored)?;
+            if sel.matches(&obj) {
+                items.push(obj);
+            }
+            if limit.is_some_and(|l| items.len() >= l) {
+                if i + 1 < count || page.continue_after.is_some() {
+                    next_after = Some(stored.key.clone());
+                }
+                break 'pages;
+            }
+        }
+        match page.continue_after {
+            Some(after) if limit.is_some() => start_after = Some(after),
+            _ => break,
+        }
+    }
+    let revision = token_rv.or(revision).unwrap_or_default();
+    let mut list_meta = json!({ "resourceVersion": revision.to_string() });
+    if let Some(after) = next_after {
+        let tok = serde_json::to_vec(&ContinueToken {
+            rv: revision,
+            after,
+        })
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+        list_meta["continue"] = json!(URL_SAFE_NO_PAD.encode(tok));
+    }
+    Ok(json!({
+        "kind": res.list_kind(),
+        "apiVersion": res.api_version(),
+        "metadata": list_meta,
+        "items": items,
+    }))
+}

@@ -1,0 +1,449 @@
+//! The real, unmodified kubectl (`/usr/bin/kubectl`, v1.32) against the server over mutual TLS,
+//! on a SQLite store in a temporary directory, with the admin kubeconfig the server writes.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use ke_apiserver::kubeconfig::Pki;
+use ke_apiserver::storage::sqlite::{Durability, SqliteOptions, SqliteStorage};
+use ke_apiserver::{ApiServer, ServerConfig, serve};
+use serde_json::Value;
+use tokio::io::AsyncReadExt as _;
+use tokio::net::TcpListener;
+use tokio::process::Command;
+
+const KUBECTL: &str = "/usr/bin/kubectl";
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    url: String,
+}
+
+async fn start() -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open_with(
+        dir.path().join("apiserver.db"),
+        SqliteOptions {
+            durability: Durability::Normal,
+            ..SqliteOptions::default()
+        },
+    )
+    .unwrap();
+    let server = ApiServer::new(storage, ServerConfig::default())
+        .await
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let pki = Pki::load_or_create(
+        dir.path(),
+        &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        &["localhost".to_owned()],
+    )
+    .unwrap();
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    let url = format!("https://{addr}");
+    pki.write_admin_kubeconfig(&kubeconfig, &url).unwrap();
+    let tls = pki.tls_config().unwrap();
+    tokio::spawn(serve::serve_tls(
+        listener,
+        tls,
+        server.router(),
+        std::future::pending(),
+    ));
+    Cluster {
+        dir,
+        kubeconfig,
+        url,
+    }
+}
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Cluster {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(KUBECTL);
+        c.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--request-timeout=20s")
+            .args(args)
+            .env("HOME", self.dir.path())
+            .env_remove("KUBECONFIG")
+            .kill_on_drop(true);
+        c
+    }
+
+    async fn run_stdin(&self, args: &[&str], stdin: Option<&str>) -> Out {
+        let mut c = self.command(args);
+        c.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("kubectl runs");
+        if let Some(text) = stdin {
+            use tokio::io::AsyncWriteExt as _;
+            let mut si = child.stdin.take().unwrap();
+            si.write_all(text.as_bytes()).await.unwrap();
+        }
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("kubectl finishes")
+            .unwrap();
+        Out {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> Out {
+        self.run_stdin(args, None).await
+    }
+
+    /// Runs and insists on success; returns stdout.
+    async fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args).await;
+        assert!(o.ok, "kubectl {args:?} failed:\n{}\n{}", o.stdout, o.stderr);
+        o.stdout
+    }
+
+    async fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&a).await).unwrap()
+    }
+
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_discovery_and_create() {
+    let c = start().await;
+    let v = c.ok(&["version"]).await;
+    assert!(v.contains("Server Version: v1.32.10-kubeedge-rs"), "{v}");
+
+    let r = c.ok(&["api-resources"]).await;
+    for needle in [
+        "configmaps",
+        "cm",
+        "deployments",
+        "deploy",
+        "apps/v1",
+        "leases",
+        "coordination.k8s.io/v1",
+        "customresourcedefinitions",
+        "crd,crds",
+        "jobs",
+        "batch/v1",
+    ] {
+        assert!(r.contains(needle), "{needle} missing from:\n{r}");
+    }
+    let ns = c.ok(&["get", "ns", "-o", "name"]).await;
+    assert_eq!(
+        ns.lines().collect::<Vec<_>>(),
+        [
+            "namespace/default",
+            "namespace/kube-node-lease",
+            "namespace/kube-public",
+            "namespace/kube-system"
+        ]
+    );
+
+    // `create namespace|configmap|secret` send protobuf bodies.
+    assert!(
+        c.ok(&["create", "namespace", "team"])
+            .await
+            .contains("namespace/team created")
+    );
+    c.ok(&[
+        "-n",
+        "team",
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=a=1",
+        "--from-literal=b=2",
+    ])
+    .await;
+    c.ok(&[
+        "-n",
+        "team",
+        "create",
+        "secret",
+        "generic",
+        "pw",
+        "--from-literal=p=s3cret",
+    ])
+    .await;
+    let cm = c.json(&["-n", "team", "get", "cm", "cfg"]).await;
+    assert_eq!(cm["data"]["a"], "1");
+    assert_eq!(cm["data"]["b"], "2");
+    assert_eq!(cm["metadata"]["uid"].as_str().unwrap().len(), 36);
+    assert!(
+        cm["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    assert!(
+        cm["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    let secret = c.json(&["-n", "team", "get", "secret", "pw"]).await;
+    assert_eq!(secret["data"]["p"], "czNjcmV0");
+    assert_eq!(secret["type"], "Opaque");
+
+    let o = c.run(&["-n", "team", "create", "configmap", "cfg"]).await;
+    assert!(!o.ok && o.stderr.contains("already exists"), "{}", o.stderr);
+    let o = c.run(&["-n", "nowhere", "get", "cm", "cfg"]).await;
+    assert!(!o.ok && o.stderr.contains("NotFound"), "{}", o.stderr);
+
+    // Listing by short name, label selection, all namespaces.
+    let all = c.ok(&["get", "cm", "-A", "-o", "name"]).await;
+    assert_eq!(all.trim(), "configmap/cfg");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_label_annotate_patch_delete() {
+    let c = start().await;
+    let manifest = |value: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n  namespace: default\n  labels:\n    app: web\ndata:\n  key: {value}\n"
+        )
+    };
+    let f = c.file("cm.yaml", &manifest("one"));
+    // Without OpenAPI, client-side validation cannot run; this is what a later slice fixes.
+    let o = c.run(&["apply", "-f", path(&f)]).await;
+    assert!(!o.ok && o.stderr.contains("openapi"), "{}", o.stderr);
+
+    let out = c.ok(&["apply", "--validate=false", "-f", path(&f)]).await;
+    assert!(out.contains("configmap/app created"), "{out}");
+    let first = c.json(&["get", "cm", "app"]).await;
+    c.file("cm.yaml", &manifest("two"));
+    let out = c.ok(&["apply", "--validate=false", "-f", path(&f)]).await;
+    assert!(out.contains("configmap/app configured"), "{out}");
+    let second = c.json(&["get", "cm", "app"]).await;
+    assert_eq!(second["data"]["key"], "two");
+    assert_eq!(second["metadata"]["uid"], first["metadata"]["uid"]);
+    assert!(
+        second["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .as_str()
+            .unwrap()
+            .contains("two")
+    );
+    let out = c.ok(&["apply", "--validate=false", "-f", path(&f)]).await;
+    assert!(out.contains("unchanged"), "{out}");
+
+    c.ok(&["label", "cm", "app", "tier=front"]).await;
+    c.ok(&["annotate", "cm", "app", "owner=ops"]).await;
+    c.ok(&[
+        "patch",
+        "cm",
+        "app",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"merged":"yes"}}"#,
+    ])
+    .await;
+    c.ok(&[
+        "patch",
+        "cm",
+        "app",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/data/jp","value":"yes"}]"#,
+    ])
+    .await;
+    c.ok(&["patch", "cm", "app", "-p", r#"{"data":{"smp":"yes"}}"#])
+        .await;
+    let v = c.json(&["get", "cm", "app"]).await;
+    assert_eq!(v["metadata"]["labels"]["tier"], "front");
+    assert_eq!(v["metadata"]["annotations"]["owner"], "ops");
+    for k in ["merged", "jp", "smp"] {
+        assert_eq!(v["data"][k], "yes", "{k}: {v}");
+    }
+    c.ok(&["label", "cm", "app", "tier-"]).await;
+    let sel = c
+        .ok(&["get", "cm", "-l", "app=web,!tier", "-o", "name"])
+        .await;
+    assert_eq!(sel.trim(), "configmap/app");
+    let sel = c
+        .ok(&["get", "cm", "-l", "app in (db)", "-o", "name"])
+        .await;
+    assert_eq!(sel.trim(), "");
+
+    // A stale resourceVersion is a 409 Conflict.
+    let mut stale = first.clone();
+    stale["data"]["key"] = "stale".into();
+    let o = c
+        .run_stdin(
+            &["replace", "-f", "-", "--validate=false"],
+            Some(&stale.to_string()),
+        )
+        .await;
+    assert!(!o.ok, "{}", o.stdout);
+    assert!(
+        o.stderr.contains("Conflict") && o.stderr.contains("the object has been modified"),
+        "{}",
+        o.stderr
+    );
+
+    let out = c.ok(&["delete", "cm", "app"]).await;
+    assert!(out.contains("configmap \"app\" deleted"), "{out}");
+    let o = c.run(&["get", "cm", "app"]).await;
+    assert!(!o.ok && o.stderr.contains("not found"), "{}", o.stderr);
+
+    c.ok(&["create", "namespace", "gone"]).await;
+    c.ok(&["-n", "gone", "create", "configmap", "x"]).await;
+    c.ok(&["delete", "namespace", "gone"]).await;
+    let o = c.run(&["get", "namespace", "gone"]).await;
+    assert!(!o.ok, "{}", o.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_watch_sees_changes() {
+    let c = start().await;
+    c.ok(&["create", "configmap", "w", "--from-literal=a=1"])
+        .await;
+    let mut watch = c.command(&["get", "cm", "w", "-w", "--output-watch-events"]);
+    watch
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let mut child = watch.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+
+    // Wait until the watch printed the initial state, then change the object.
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut changed = false;
+    while !(seen.contains("MODIFIED") && seen.contains("DELETED")) {
+        let n = tokio::time::timeout_at(deadline, stdout.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("watch output so far: {seen:?}"))
+            .unwrap();
+        assert!(n > 0, "watch ended early: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if seen.contains("ADDED") && !changed {
+            changed = true;
+            c.ok(&[
+                "patch",
+                "cm",
+                "w",
+                "--type=merge",
+                "-p",
+                r#"{"data":{"a":"2"}}"#,
+            ])
+            .await;
+            c.ok(&["delete", "cm", "w"]).await;
+        }
+    }
+    let events: Vec<&str> = seen
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|e| *e != "EVENT")
+        .collect();
+    assert_eq!(events, ["ADDED", "MODIFIED", "DELETED"], "{seen}");
+    let _ = child.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_access_is_refused() {
+    let c = start().await;
+    // The same cluster and CA, but no client certificate (a token, which we do not accept, so
+    // that kubectl does not prompt for a password instead).
+    let admin = std::fs::read_to_string(&c.kubeconfig).unwrap();
+    let ca = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority-data: "))
+        .unwrap()
+        .to_owned();
+    let anon = c.file(
+        "anon.kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\nusers:\n- name: anon\n  user:\n    token: not-a-credential\ncontexts:\n- name: anon\n  context:\n    cluster: c\n    user: anon\ncurrent-context: anon\n",
+            c.url
+        ),
+    );
+    let mut cmd = Command::new(KUBECTL);
+    cmd.arg("--kubeconfig")
+        .arg(&anon)
+        .args(["get", "ns", "--request-timeout=10s"])
+        .env("HOME", c.dir.path())
+        .env_remove("KUBECONFIG");
+    let out = cmd.output().await.unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("You must be logged in to the server"), "{err}");
+    // The admin kubeconfig still works.
+    c.ok(&["get", "ns", "default"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_writes_a_working_admin_kubeconfig() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_ke-apiserver"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--bind", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !kubeconfig.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no kubeconfig written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = Command::new(KUBECTL)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "get",
+            "ns",
+            "kube-system",
+            "-o",
+            "name",
+            "--request-timeout=10s",
+        ])
+        .env("HOME", dir.path())
+        .env_remove("KUBECONFIG")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "namespace/kube-system",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("apiserver.db").exists());
+    let _ = server.kill().await;
+}
