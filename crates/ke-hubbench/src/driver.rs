@@ -37,9 +37,6 @@ pub struct RunArgs {
     pub dir: Option<PathBuf>,
     #[arg(long, default_value_t = 200)]
     pub dial_concurrency: usize,
-    /// Passed to the edges (see `edges --ws-buffer`).
-    #[arg(long)]
-    pub edge_ws_buffer: Option<usize>,
     /// QueueConfig::window of the hub.
     #[arg(long, default_value_t = 32)]
     pub window: usize,
@@ -152,7 +149,7 @@ impl Run {
     }
 
     fn edges_args(&self, ws_port: u16) -> Vec<String> {
-        let mut args = vec![
+        vec![
             "edges".into(),
             "--dir".into(),
             self.dir.display().to_string(),
@@ -162,11 +159,7 @@ impl Run {
             ws_port.to_string(),
             "--dial-concurrency".into(),
             self.args.dial_concurrency.to_string(),
-        ];
-        if let Some(buffer) = self.args.edge_ws_buffer {
-            args.extend(["--ws-buffer".into(), buffer.to_string()]);
-        }
-        args
+        ]
     }
 
     async fn start_cloud(&self, ws_port: u16, https_port: u16) -> anyhow::Result<(Proc, String)> {

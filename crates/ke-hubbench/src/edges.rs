@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures_util::{SinkExt as _, StreamExt as _};
 use ke_edgehub::reconnect::ReconnectPolicy;
 use ke_message::Message;
 use ke_message::constants::{content, group, operation, resource_type, source};
@@ -20,11 +19,6 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message as Frame;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::pki::{Layout, load_edges};
 use crate::sys;
@@ -48,11 +42,6 @@ pub struct EdgesArgs {
     /// break are not limited: that is the reconnect storm a restarted cloudcore sees.
     #[arg(long, default_value_t = 200)]
     pub dial_concurrency: usize,
-    /// Dial with tokio-tungstenite directly and this read/write buffer size instead of
-    /// ke_transport::connect (whose tungstenite default is 128 KiB), to measure what a smaller
-    /// buffer in ke-transport's ws_config would save per session.
-    #[arg(long)]
-    pub ws_buffer: Option<usize>,
 }
 
 #[derive(Default)]
@@ -75,7 +64,6 @@ struct Edge {
     tls: Arc<ClientConfig>,
     server: SocketAddr,
     heartbeat: Duration,
-    ws_buffer: Option<usize>,
 }
 
 pub async fn run(args: EdgesArgs) -> anyhow::Result<()> {
@@ -99,7 +87,6 @@ pub async fn run(args: EdgesArgs) -> anyhow::Result<()> {
             tls: Arc::new(tls),
             server,
             heartbeat: Duration::from_secs(args.heartbeat_secs),
-            ws_buffer: args.ws_buffer,
         };
         tokio::spawn(edge.run(Arc::clone(&stats), Arc::clone(&gate)));
     }
@@ -180,44 +167,19 @@ pub async fn run(args: EdgesArgs) -> anyhow::Result<()> {
 
 type CloudStream = TlsStream<TcpStream>;
 
-/// Either ke-transport's lane (what edgehub uses) or a raw tokio-tungstenite stream with a
-/// chosen buffer size, for the memory comparison.
-enum Lane {
-    Transport {
-        tx: MessageSender<CloudStream>,
-        rx: MessageReceiver<CloudStream>,
-    },
-    Raw(Box<WebSocketStream<CloudStream>>),
+/// One session, through ke-transport's lane, as edgehub's.
+struct Lane {
+    tx: MessageSender<CloudStream>,
+    rx: MessageReceiver<CloudStream>,
 }
 
 impl Lane {
     async fn recv(&mut self) -> Result<Option<Message>, String> {
-        match self {
-            Lane::Transport { rx, .. } => rx.recv().await.map_err(|e| e.to_string()),
-            Lane::Raw(ws) => loop {
-                let payload = match ws.next().await {
-                    None | Some(Ok(Frame::Close(_))) => return Ok(None),
-                    Some(Ok(Frame::Text(text))) => text.as_bytes().to_vec(),
-                    Some(Ok(Frame::Binary(bytes))) => bytes.to_vec(),
-                    Some(Ok(_)) => continue,
-                    Some(Err(err)) => return Err(err.to_string()),
-                };
-                return ke_message::decode(&payload)
-                    .map(Some)
-                    .map_err(|e| e.to_string());
-            },
-        }
+        self.rx.recv().await.map_err(|e| e.to_string())
     }
 
     async fn send(&mut self, message: &Message) -> Result<(), String> {
-        match self {
-            Lane::Transport { tx, .. } => tx.send(message).await.map_err(|e| e.to_string()),
-            Lane::Raw(ws) => {
-                let frame = String::from_utf8(ke_message::encode_frame(message))
-                    .map_err(|e| e.to_string())?;
-                ws.send(Frame::text(frame)).await.map_err(|e| e.to_string())
-            }
-        }
+        self.tx.send(message).await.map_err(|e| e.to_string())
     }
 }
 
@@ -288,38 +250,12 @@ impl Edge {
             project_id: PROJECT_ID.into(),
         };
         let url = ke_transport::edge_url(&self.server.to_string(), PROJECT_ID, &self.node);
-        let Some(buffer) = self.ws_buffer else {
-            let connection =
-                ke_transport::connect(tls, &url, &identity, ke_transport::DEFAULT_MAX_FRAME_BYTES)
-                    .await
-                    .map_err(|_| DialFailure::WebSocket)?;
-            let (tx, rx) = connection.split();
-            return Ok(Lane::Transport { tx, rx });
-        };
-        // Same request as ke_transport::connect, with a smaller buffer.
-        let mut request = url
-            .into_client_request()
-            .map_err(|_| DialFailure::WebSocket)?;
-        for (name, value) in [
-            (ke_transport::HEADER_NODE_ID, identity.node_id.as_str()),
-            (
-                ke_transport::HEADER_PROJECT_ID,
-                identity.project_id.as_str(),
-            ),
-            (ke_transport::HEADER_CONNECTION_USE, "msg"),
-        ] {
-            let value = HeaderValue::from_str(value).map_err(|_| DialFailure::WebSocket)?;
-            request.headers_mut().insert(name, value);
-        }
-        let config = WebSocketConfig::default()
-            .read_buffer_size(buffer)
-            .write_buffer_size(0)
-            .max_message_size(Some(ke_transport::DEFAULT_MAX_FRAME_BYTES))
-            .max_frame_size(Some(ke_transport::DEFAULT_MAX_FRAME_BYTES));
-        let (ws, _) = tokio_tungstenite::client_async_with_config(request, tls, Some(config))
-            .await
-            .map_err(|_| DialFailure::WebSocket)?;
-        Ok(Lane::Raw(Box::new(ws)))
+        let connection =
+            ke_transport::connect(tls, &url, &identity, ke_transport::DEFAULT_MAX_FRAME_BYTES)
+                .await
+                .map_err(|_| DialFailure::WebSocket)?;
+        let (tx, rx) = connection.split();
+        Ok(Lane { tx, rx })
     }
 
     async fn session(&self, mut lane: Lane, stats: &Stats) {
