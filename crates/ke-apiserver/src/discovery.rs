@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::registry::{self, ResourceInfo};
+use crate::registry::{Catalog, ResourceInfo, STATUS_VERBS, group_version};
 
 /// The Kubernetes version whose API we mimic (KubeEdge v1.23 vendors v1.32.10).
 pub const GIT_VERSION: &str = "v1.32.10-kubeedge-rs";
@@ -40,22 +40,26 @@ pub fn core_versions() -> Value {
     })
 }
 
-fn group_doc(group: &str, version: &str) -> Value {
-    let gv = json!({ "groupVersion": format!("{group}/{version}"), "version": version });
-    json!({ "name": group, "versions": [gv.clone()], "preferredVersion": gv })
+fn group_doc(group: &str, versions: &[String]) -> Value {
+    let entries: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({ "groupVersion": group_version(group, v), "version": v }))
+        .collect();
+    json!({ "name": group, "versions": entries, "preferredVersion": entries[0] })
 }
 
-pub fn group_list() -> Value {
-    let groups: Vec<Value> = registry::groups()
-        .into_iter()
+pub fn group_list(catalog: &Catalog) -> Value {
+    let groups: Vec<Value> = catalog
+        .groups()
+        .iter()
         .map(|(g, v)| group_doc(g, v))
         .collect();
     json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
 }
 
-pub fn group(name: &str) -> Option<Value> {
-    let (g, v) = registry::groups().into_iter().find(|(g, _)| *g == name)?;
-    let mut doc = group_doc(g, v);
+pub fn group(catalog: &Catalog, name: &str) -> Option<Value> {
+    let (g, v) = catalog.groups().into_iter().find(|(g, _)| g == name)?;
+    let mut doc = group_doc(&g, &v);
     doc["kind"] = json!("APIGroup");
     doc["apiVersion"] = json!("v1");
     Some(doc)
@@ -78,29 +82,42 @@ fn resource_entry(r: &ResourceInfo) -> Value {
     e
 }
 
-pub fn resource_list(group: &str, version: &str) -> Value {
+/// What kube-apiserver advertises for the pod subresources besides `status`.
+const POD_SUBRESOURCES: &[(&str, &str, &[&str])] = &[
+    ("attach", "PodAttachOptions", &["create", "get"]),
+    ("binding", "Binding", &["create"]),
+    ("exec", "PodExecOptions", &["create", "get"]),
+    ("log", "Pod", &["get"]),
+    ("portforward", "PodPortForwardOptions", &["create", "get"]),
+];
+
+fn subresource_entry(r: &ResourceInfo, sub: &str, kind: &str, verbs: &[&str]) -> Value {
+    json!({
+        "name": format!("{}/{sub}", r.plural),
+        "singularName": "",
+        "namespaced": r.namespaced,
+        "kind": kind,
+        "verbs": verbs,
+    })
+}
+
+pub fn resource_list(catalog: &Catalog, group: &str, version: &str) -> Value {
     let mut resources = Vec::new();
-    for r in registry::resources_of(group, version) {
+    for r in catalog.resources_of(group, version) {
         resources.push(resource_entry(r));
         if r.status_subresource {
-            resources.push(json!({
-                "name": format!("{}/status", r.plural),
-                "singularName": "",
-                "namespaced": r.namespaced,
-                "kind": r.kind,
-                "verbs": registry::status_verbs(),
-            }));
+            resources.push(subresource_entry(r, "status", &r.kind, STATUS_VERBS));
+        }
+        if r.is("", "pods") {
+            for (sub, kind, verbs) in POD_SUBRESOURCES {
+                resources.push(subresource_entry(r, sub, kind, verbs));
+            }
         }
     }
-    let gv = if group.is_empty() {
-        version.to_owned()
-    } else {
-        format!("{group}/{version}")
-    };
     json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",
-        "groupVersion": gv,
+        "groupVersion": group_version(group, version),
         "resources": resources,
     })
 }
@@ -111,7 +128,8 @@ mod tests {
 
     #[test]
     fn documents() {
-        let core = resource_list("", "v1");
+        let c = Catalog::builtin();
+        let core = resource_list(&c, "", "v1");
         assert_eq!(core["groupVersion"], "v1");
         let names: Vec<&str> = core["resources"]
             .as_array()
@@ -121,14 +139,14 @@ mod tests {
             .collect();
         assert!(names.contains(&"pods") && names.contains(&"pods/status"));
         assert!(!names.contains(&"configmaps/status"));
-        let apps = resource_list("apps", "v1");
+        let apps = resource_list(&c, "apps", "v1");
         assert_eq!(apps["groupVersion"], "apps/v1");
-        let gl = group_list();
+        let gl = group_list(&c);
         assert_eq!(
             gl["groups"][1]["preferredVersion"]["groupVersion"],
             "apps/v1"
         );
-        assert_eq!(group("batch").unwrap()["kind"], "APIGroup");
-        assert!(group("nope").is_none());
+        assert_eq!(group(&c, "batch").unwrap()["kind"], "APIGroup");
+        assert!(group(&c, "nope").is_none());
     }
 }

@@ -13,14 +13,14 @@ use serde_json::{Map, Value, json};
 
 use crate::meta;
 use crate::patch::{self, PatchType};
-use crate::proto;
-use crate::registry::{self, RESOURCES, ResourceInfo};
+use crate::registry::{Resource, ResourceInfo};
 use crate::request::ResourceRoute;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::server::ApiServer;
 use crate::status::{self, ApiError};
 use crate::storage::{ListOptions, Revision, Storage, StorageError, StoredObject};
 use crate::{json_response, watch};
+use crate::{pods, proto, strategy};
 
 /// How often a read-modify-write is retried when another writer got in between.
 const MAX_ATTEMPTS: usize = 8;
@@ -35,7 +35,23 @@ pub(crate) async fn handle<S: Storage>(
     query: Query,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let res = rr.res;
+    let writes_crd = strategy::is_crd(&rr.res) && !matches!(method, Method::GET | Method::HEAD);
+    let out = handle_verb(server, rr, method, headers, query, body).await;
+    if writes_crd && out.is_ok() {
+        server.reload_custom_resources().await?;
+    }
+    out
+}
+
+async fn handle_verb<S: Storage>(
+    server: &ApiServer<S>,
+    rr: ResourceRoute,
+    method: Method,
+    headers: &HeaderMap,
+    query: Query,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let res: &ResourceInfo = &rr.res;
     let ns = rr.namespace.as_deref();
     let dry_run = is_dry_run(&query)?;
     if res.namespaced && ns.is_none() && rr.name.is_some() {
@@ -45,13 +61,30 @@ pub(crate) async fn handle<S: Storage>(
         )));
     }
     let sub = rr.subresource.as_deref();
+    if sub == Some("binding") || res.create_only {
+        if method != Method::POST {
+            return Err(ApiError::method_not_allowed(format!(
+                "{method} is not supported on bindings"
+            )));
+        }
+        let body = server.read_body(headers, body).await?;
+        let binding = parse_request_object(headers, &body)?;
+        return pods::bind(
+            server,
+            ns.unwrap_or_default(),
+            rr.name.as_deref(),
+            binding,
+            dry_run,
+        )
+        .await;
+    }
     match (method, rr.name.as_deref()) {
         (Method::GET, Some(name)) => {
             let obj = get_object(server, res, ns, name).await?;
             Ok(json_response(StatusCode::OK, &obj))
         }
         (Method::GET, None) if rr.watch_path || is_true(query.get("watch")) => {
-            watch::serve(server, res, ns, &query).await
+            watch::serve(server, rr.res.clone(), ns, &query).await
         }
         (Method::GET, None) => {
             let list = list_objects(server, res, ns, &query).await?;
@@ -79,8 +112,10 @@ pub(crate) async fn handle<S: Storage>(
                     "the name of the object ({body_name}) does not match the name on the URL ({name})"
                 )));
             }
-            let updated =
-                update_object(server, res, ns, name, sub, dry_run, |_| Ok(obj.clone())).await?;
+            let updated = update_object(server, res, ns, name, Part::of(sub), dry_run, |_| {
+                Ok(obj.clone())
+            })
+            .await?;
             Ok(json_response(StatusCode::OK, &updated))
         }
         (Method::PATCH, Some(name)) => {
@@ -91,7 +126,7 @@ pub(crate) async fn handle<S: Storage>(
             let kind = PatchType::from_content_type(ct)
                 .ok_or_else(|| ApiError::unsupported_media_type(ct))?;
             let body = server.read_body(headers, body).await?;
-            let updated = update_object(server, res, ns, name, sub, dry_run, |cur| {
+            let updated = update_object(server, res, ns, name, Part::of(sub), dry_run, |cur| {
                 patch::apply(kind, cur, &body).map_err(|e| match e {
                     patch::PatchError::TestFailed { .. } => ApiError::new(
                         422,
@@ -110,8 +145,10 @@ pub(crate) async fn handle<S: Storage>(
             let body = server.read_body(headers, body).await?;
             let opts = DeleteOptions::parse(&body, &query)?;
             let dry_run = dry_run || opts.dry_run;
-            let out = if res.plural == "namespaces" && res.group.is_empty() {
+            let out = if res.is("", "namespaces") {
                 delete_namespace(server, name, &opts, dry_run).await?
+            } else if strategy::is_crd(res) {
+                delete_crd(server, name, &opts, dry_run).await?
             } else {
                 delete_object(server, res, ns, name, &opts, dry_run).await?
             };
@@ -128,7 +165,7 @@ pub(crate) async fn handle<S: Storage>(
             })
         }
         (Method::DELETE, None) => {
-            if res.plural == "namespaces" && res.group.is_empty() {
+            if res.is("", "namespaces") {
                 return Err(ApiError::method_not_allowed(
                     "deletecollection is not supported on namespaces",
                 ));
@@ -205,6 +242,18 @@ pub(crate) fn parse_object(body: &[u8]) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// A stored object as `res` presents it: every version of a custom resource reads the same
+/// stored objects (no conversion), so `apiVersion` is the one asked for.
+pub(crate) fn decode_as(res: &ResourceInfo, stored: &StoredObject) -> Result<Value, ApiError> {
+    let mut v = decode(stored)?;
+    if res.is_custom()
+        && let Some(root) = v.as_object_mut()
+    {
+        root.insert("apiVersion".into(), json!(res.api_version()));
+    }
+    Ok(v)
+}
+
 /// The stored JSON with `metadata.resourceVersion` injected from the storage revision.
 pub(crate) fn decode(stored: &StoredObject) -> Result<Value, ApiError> {
     let mut v: Value = serde_json::from_slice(&stored.value)
@@ -250,7 +299,10 @@ fn check_type(res: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
     let Value::Object(root) = obj else {
         return Err(ApiError::bad_request("the object must be a json object"));
     };
-    for (field, want) in [("apiVersion", want_av.as_str()), ("kind", res.kind)] {
+    for (field, want) in [
+        ("apiVersion", want_av.as_str()),
+        ("kind", res.kind.as_str()),
+    ] {
         match root.get(field).and_then(Value::as_str) {
             None | Some("") => {
                 root.insert(field.into(), json!(want));
@@ -266,20 +318,11 @@ fn check_type(res: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_name(res: &ResourceInfo, name: &str) -> Result<(), ApiError> {
-    let check = match (res.group, res.plural) {
-        ("", "namespaces") => meta::validate_label(name),
-        ("", "services") => meta::validate_dns1035(name),
-        _ => meta::validate_subdomain(name),
-    };
-    check.map_err(|m| ApiError::invalid(res, name, "metadata.name", &m))
+fn namespaces<S: Storage>(server: &ApiServer<S>) -> Resource {
+    server.catalog().builtin_resource("", "namespaces")
 }
 
-fn namespaces() -> &'static ResourceInfo {
-    registry::lookup("", "v1", "namespaces").expect("namespaces are registered")
-}
-
-fn is_deleting(obj: &Value) -> bool {
+pub(crate) fn is_deleting(obj: &Value) -> bool {
     meta_str(obj, "deletionTimestamp").is_some()
 }
 
@@ -296,13 +339,13 @@ async fn check_namespace_writable<S: Storage>(
     ns: &str,
     name: &str,
 ) -> Result<(), ApiError> {
-    let nsr = namespaces();
+    let nsr = namespaces(server);
     let stored = server
         .storage
         .get(&nsr.key(None, ns))
         .await
-        .map_err(|e| ApiError::from_storage(nsr, ns, e))?
-        .ok_or_else(|| ApiError::not_found(nsr, ns))?;
+        .map_err(|e| ApiError::from_storage(&nsr, ns, e))?
+        .ok_or_else(|| ApiError::not_found(&nsr, ns))?;
     if is_deleting(&decode(&stored)?) {
         return Err(ApiError::forbidden(format!(
             "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
@@ -324,7 +367,7 @@ pub(crate) async fn get_object<S: Storage>(
         .await
         .map_err(|e| ApiError::from_storage(res, name, e))?
         .ok_or_else(|| ApiError::not_found(res, name))?;
-    decode(&stored)
+    decode_as(res, &stored)
 }
 
 /// POST: assigns name (from `generateName`), uid, timestamps, generation; resets status where
@@ -383,8 +426,7 @@ pub(crate) async fn create_object<S: Storage>(
     ] {
         meta.shift_remove(server_owned);
     }
-    reset_status_on_create(res, &mut obj);
-    normalize(res, &mut obj);
+    strategy::prepare_create(res, &mut obj);
     if let Some(ns) = ns.filter(|_| res.namespaced) {
         check_namespace_writable(server, res, ns, &given).await?;
     }
@@ -395,11 +437,9 @@ pub(crate) async fn create_object<S: Storage>(
         } else {
             given.clone()
         };
-        validate_name(res, &name)?;
         metadata_mut(&mut obj)?.insert("name".into(), json!(name));
-        if res.plural == "namespaces" && res.group.is_empty() {
-            namespace_defaults(&mut obj, &name);
-        }
+        strategy::named(res, &mut obj, &name);
+        strategy::validate(res, &obj, &name)?;
         if dry_run {
             return Ok(obj);
         }
@@ -420,44 +460,24 @@ pub(crate) async fn create_object<S: Storage>(
     unreachable!("the create loop returns")
 }
 
-fn reset_status_on_create(res: &ResourceInfo, obj: &mut Value) {
-    if !res.status_subresource {
-        return;
-    }
-    let Some(root) = obj.as_object_mut() else {
-        return;
-    };
-    match (res.group, res.plural) {
-        // Nodes may be created with their status (kubelet registers that way).
-        ("", "nodes") => {}
-        ("", "pods") => {
-            root.insert("status".into(), json!({"phase": "Pending"}));
-        }
-        _ => {
-            root.shift_remove("status");
-        }
-    }
+/// Which part of an object a write may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// The object itself: everything but `status` (for kinds with a status subresource).
+    Main,
+    /// The `status` subresource: only `status`.
+    Status,
+    /// Server-internal writes (pod binding sets `spec.nodeName` and a status condition).
+    Whole,
 }
 
-fn namespace_defaults(obj: &mut Value, name: &str) {
-    let Some(root) = obj.as_object_mut() else {
-        return;
-    };
-    let labels = root
-        .entry("metadata")
-        .or_insert_with(|| json!({}))
-        .as_object_mut()
-        .map(|m| m.entry("labels").or_insert_with(|| json!({})));
-    if let Some(Value::Object(l)) = labels {
-        l.insert("kubernetes.io/metadata.name".into(), json!(name));
+impl Part {
+    fn of(subresource: Option<&str>) -> Part {
+        match subresource {
+            Some("status") => Part::Status,
+            _ => Part::Main,
+        }
     }
-    let spec = root.entry("spec").or_insert_with(|| json!({}));
-    if let Value::Object(s) = spec
-        && !s.contains_key("finalizers")
-    {
-        s.insert("finalizers".into(), json!(["kubernetes"]));
-    }
-    root.insert("status".into(), json!({"phase": "Active"}));
 }
 
 /// PUT and PATCH: `mutate` turns the current object into the requested one; this keeps what the
@@ -469,7 +489,7 @@ pub(crate) async fn update_object<S, F>(
     res: &ResourceInfo,
     ns: Option<&str>,
     name: &str,
-    sub: Option<&str>,
+    part: Part,
     dry_run: bool,
     mutate: F,
 ) -> Result<Value, ApiError>
@@ -485,7 +505,7 @@ where
             .await
             .map_err(|e| ApiError::from_storage(res, name, e))?
             .ok_or_else(|| ApiError::not_found(res, name))?;
-        let current = decode(&stored)?;
+        let current = decode_as(res, &stored)?;
         let mut candidate = mutate(&current)?;
         if !candidate.is_object() {
             return Err(ApiError::bad_request("the object must be a json object"));
@@ -504,7 +524,7 @@ where
             return Err(ApiError::conflict(res, name));
         }
         check_type(res, &mut candidate)?;
-        let next = prepare_update(res, &current, candidate, sub, name)?;
+        let next = prepare_update(res, &current, candidate, part, name)?;
         if strip_rv(&next) == strip_rv(&current) {
             return Ok(current);
         }
@@ -568,23 +588,26 @@ fn prepare_update(
     res: &ResourceInfo,
     current: &Value,
     candidate: Value,
-    sub: Option<&str>,
+    part: Part,
     name: &str,
 ) -> Result<Value, ApiError> {
-    let mut next = if sub == Some("status") {
-        // The status subresource changes status only.
-        let mut n = current.clone();
-        copy_field(&mut n, &candidate, "status");
-        n
-    } else {
-        let mut n = candidate;
-        if res.status_subresource {
-            copy_field(&mut n, current, "status");
+    let mut next = match part {
+        Part::Status => {
+            let mut n = current.clone();
+            copy_field(&mut n, &candidate, "status");
+            n
         }
-        if res.plural == "namespaces" && res.group.is_empty() {
-            copy_field(&mut n, current, "spec");
+        Part::Main => {
+            let mut n = candidate;
+            if res.status_subresource {
+                copy_field(&mut n, current, "status");
+            }
+            if res.is("", "namespaces") {
+                copy_field(&mut n, current, "spec");
+            }
+            n
         }
-        n
+        Part::Whole => candidate,
     };
     let body_name = meta_str(&next, "name").map(str::to_owned);
     if let Some(body_name) = body_name
@@ -626,30 +649,9 @@ fn prepare_update(
         json!(if bump { generation + 1 } else { generation }),
     );
     meta.shift_remove("resourceVersion");
-    normalize(res, &mut next);
+    strategy::prepare_update(res, current, &mut next);
+    strategy::validate(res, &next, name)?;
     Ok(next)
-}
-
-/// Conversions kube-apiserver applies on every write of a kind.
-fn normalize(res: &ResourceInfo, obj: &mut Value) {
-    use base64::engine::general_purpose::STANDARD;
-    if (res.group, res.plural) != ("", "secrets") {
-        return;
-    }
-    let Some(root) = obj.as_object_mut() else {
-        return;
-    };
-    // `stringData` is write-only: merged into `data`, base64-encoded.
-    if let Some(Value::Object(sd)) = root.shift_remove("stringData") {
-        let data = root.entry("data").or_insert_with(|| json!({}));
-        if let Value::Object(d) = data {
-            for (k, v) in sd {
-                let text = v.as_str().unwrap_or_default();
-                d.insert(k, json!(STANDARD.encode(text)));
-            }
-        }
-    }
-    root.entry("type").or_insert_with(|| json!("Opaque"));
 }
 
 fn copy_field(dst: &mut Value, src: &Value, field: &str) {
@@ -732,7 +734,7 @@ pub(crate) async fn delete_object<S: Storage>(
             .await
             .map_err(|e| ApiError::from_storage(res, name, e))?
             .ok_or_else(|| ApiError::not_found(res, name))?;
-        let current = decode(&stored)?;
+        let current = decode_as(res, &stored)?;
         if let Some(uid) = &opts.uid
             && meta_str(&current, "uid") != Some(uid.as_str())
         {
@@ -800,15 +802,15 @@ async fn delete_namespace<S: Storage>(
     opts: &DeleteOptions,
     dry_run: bool,
 ) -> Result<Deleted, ApiError> {
-    let nsr = namespaces();
-    let current = get_object(server, nsr, None, name).await?;
+    let nsr = namespaces(server);
+    let current = get_object(server, &nsr, None, name).await?;
     if dry_run {
         return Ok(Deleted::Pending(current));
     }
     if let Some(uid) = &opts.uid
         && meta_str(&current, "uid") != Some(uid.as_str())
     {
-        return Err(ApiError::conflict(nsr, name));
+        return Err(ApiError::conflict(&nsr, name));
     }
     if !is_deleting(&current) {
         let key = nsr.key(None, name);
@@ -820,19 +822,19 @@ async fn delete_namespace<S: Storage>(
             .storage
             .update(&key, encode(&next), expected)
             .await
-            .map_err(|e| ApiError::from_storage(nsr, name, e))?;
+            .map_err(|e| ApiError::from_storage(&nsr, name, e))?;
     }
     let plain = DeleteOptions::default();
-    for res in RESOURCES.iter().filter(|r| r.namespaced) {
+    for res in server.catalog().namespaced_collections() {
         let page = server
             .storage
             .list(&res.prefix(Some(name)), ListOptions::default())
             .await
-            .map_err(|e| ApiError::from_storage(res, name, e))?;
+            .map_err(|e| ApiError::from_storage(&res, name, e))?;
         for item in &page.items {
             let obj = decode(item)?;
             let item_name = meta_str(&obj, "name").unwrap_or_default().to_owned();
-            match delete_object(server, res, Some(name), &item_name, &plain, false).await {
+            match delete_object(server, &res, Some(name), &item_name, &plain, false).await {
                 Ok(_) => {}
                 Err(e) if e.reason == "NotFound" => {}
                 Err(e) => return Err(e),
@@ -841,8 +843,38 @@ async fn delete_namespace<S: Storage>(
     }
     match finish_namespace_if_empty(server, name).await? {
         Some(gone) => Ok(Deleted::Gone(gone)),
-        None => Ok(Deleted::Pending(get_object(server, nsr, None, name).await?)),
+        None => Ok(Deleted::Pending(
+            get_object(server, &nsr, None, name).await?,
+        )),
     }
+}
+
+/// Deleting a CRD deletes every object of it first (apiextensions does this behind the
+/// `customresourcecleanup.apiextensions.k8s.io` finalizer; here it happens before the reply).
+async fn delete_crd<S: Storage>(
+    server: &ApiServer<S>,
+    name: &str,
+    opts: &DeleteOptions,
+    dry_run: bool,
+) -> Result<Deleted, ApiError> {
+    let crds = server
+        .catalog()
+        .builtin_resource("apiextensions.k8s.io", "customresourcedefinitions");
+    let crd = get_object(server, &crds, None, name).await?;
+    if !dry_run && let Some(served) = crate::crd::resources(&crd).into_iter().next() {
+        let page = server
+            .storage
+            .list(&served.prefix(None), ListOptions::default())
+            .await
+            .map_err(|e| ApiError::from_storage(&served, "", e))?;
+        for item in &page.items {
+            match server.storage.delete(&item.key, None).await {
+                Ok(_) | Err(StorageError::NotFound { .. }) => {}
+                Err(e) => return Err(ApiError::from_storage(&served, &item.key, e)),
+            }
+        }
+    }
+    delete_object(server, &crds, None, name, opts, dry_run).await
 }
 
 /// Removes a Terminating namespace once nothing is left in it. Returns its last state when it
@@ -851,12 +883,12 @@ async fn finish_namespace_if_empty<S: Storage>(
     server: &ApiServer<S>,
     ns: &str,
 ) -> Result<Option<Value>, ApiError> {
-    let nsr = namespaces();
+    let nsr = namespaces(server);
     let Some(stored) = server
         .storage
         .get(&nsr.key(None, ns))
         .await
-        .map_err(|e| ApiError::from_storage(nsr, ns, e))?
+        .map_err(|e| ApiError::from_storage(&nsr, ns, e))?
     else {
         return Ok(None);
     };
@@ -864,7 +896,7 @@ async fn finish_namespace_if_empty<S: Storage>(
     if !is_deleting(&current) || has_finalizers(&current) {
         return Ok(None);
     }
-    for res in RESOURCES.iter().filter(|r| r.namespaced) {
+    for res in server.catalog().namespaced_collections() {
         let page = server
             .storage
             .list(
@@ -875,7 +907,7 @@ async fn finish_namespace_if_empty<S: Storage>(
                 },
             )
             .await
-            .map_err(|e| ApiError::from_storage(res, ns, e))?;
+            .map_err(|e| ApiError::from_storage(&res, ns, e))?;
         if !page.items.is_empty() {
             return Ok(None);
         }
@@ -888,7 +920,7 @@ async fn finish_namespace_if_empty<S: Storage>(
         Ok(_) => Ok(Some(current)),
         // Someone else finished or changed it; they own the outcome.
         Err(StorageError::NotFound { .. } | StorageError::Conflict { .. }) => Ok(None),
-        Err(e) => Err(ApiError::from_storage(nsr, ns, e)),
+        Err(e) => Err(ApiError::from_storage(&nsr, ns, e)),
     }
 }
 
@@ -968,7 +1000,7 @@ pub(crate) async fn list_objects<S: Storage>(
         revision.get_or_insert(page.revision);
         let count = page.items.len();
         for (i, stored) in page.items.iter().enumerate() {
-            let obj = decode(stored)?;
+            let obj = decode_as(res, stored)?;
             if sel.matches(&obj) {
                 items.push(obj);
             }

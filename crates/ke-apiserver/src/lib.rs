@@ -8,11 +8,14 @@
 //! [`status`] renders every failure as a `metav1.Status`; [`serve`] runs the router over mutual
 //! TLS, and [`kubeconfig`] writes the admin credentials for it.
 
+pub mod crd;
+pub mod defaults;
 pub mod discovery;
 pub mod handlers;
 pub mod kubeconfig;
 pub mod meta;
 pub mod patch;
+pub mod pods;
 pub mod proto;
 pub mod registry;
 pub mod request;
@@ -20,10 +23,12 @@ pub mod selectors;
 pub mod serve;
 pub mod status;
 pub mod storage;
+pub mod strategy;
 pub mod watch;
 
 mod server;
 
+pub use pods::PodStreams;
 pub use server::{ApiServer, ServerConfig};
 pub use status::ApiError;
 

@@ -2,9 +2,9 @@
 //! `/apis/<group>/<version>/…`, an optional legacy `watch/` segment, `namespaces/<ns>/` scoping,
 //! then `<resource>[/<name>[/<subresource>]]`.
 
-use crate::registry::{self, ResourceInfo};
+use crate::registry::{Catalog, Resource};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Route {
     Version,
     Health,
@@ -22,9 +22,9 @@ pub enum Route {
     Resource(ResourceRoute),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ResourceRoute {
-    pub res: &'static ResourceInfo,
+    pub res: Resource,
     /// Namespace from the URL; `None` = cluster-scoped, or all namespaces for a collection.
     pub namespace: Option<String>,
     pub name: Option<String>,
@@ -37,7 +37,7 @@ pub struct ResourceRoute {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoRoute;
 
-pub fn parse(path: &str) -> Result<Route, NoRoute> {
+pub fn parse(path: &str, catalog: &Catalog) -> Result<Route, NoRoute> {
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     match segs.as_slice() {
         ["version"] => Ok(Route::Version),
@@ -48,22 +48,31 @@ pub fn parse(path: &str) -> Result<Route, NoRoute> {
             group: String::new(),
             version: "v1".into(),
         }),
-        ["api", "v1", rest @ ..] => resource("", "v1", rest),
-        ["apis", group] if registry::groups().iter().any(|(g, _)| g == group) => {
+        ["api", "v1", rest @ ..] => resource(catalog, "", "v1", rest),
+        ["apis", group] if catalog.groups().iter().any(|(g, _)| g == group) => {
             Ok(Route::Group((*group).to_owned()))
         }
-        ["apis", group, version] if registry::resources_of(group, version).next().is_some() => {
+        ["apis", group, version] if catalog.resources_of(group, version).next().is_some() => {
             Ok(Route::ResourceList {
                 group: (*group).to_owned(),
                 version: (*version).to_owned(),
             })
         }
-        ["apis", group, version, rest @ ..] => resource(group, version, rest),
+        ["apis", group, version, rest @ ..] => resource(catalog, group, version, rest),
         _ => Err(NoRoute),
     }
 }
 
-fn resource(group: &str, version: &str, rest: &[&str]) -> Result<Route, NoRoute> {
+/// Subresources of pods besides `status`: `binding` is the scheduler's, the others are streams
+/// that the node's agent answers (see [`crate::PodStreams`]).
+pub const POD_SUBRESOURCES: &[&str] = &["binding", "log", "exec", "attach", "portforward"];
+
+fn resource(
+    catalog: &Catalog,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+) -> Result<Route, NoRoute> {
     let (watch_path, mut rest) = match rest {
         ["watch", tail @ ..] => (true, tail),
         _ => (false, rest),
@@ -83,12 +92,13 @@ fn resource(group: &str, version: &str, rest: &[&str]) -> Result<Route, NoRoute>
         [plural, name, sub] => (*plural, Some(*name), Some(*sub)),
         _ => return Err(NoRoute),
     };
-    let res = registry::lookup(group, version, plural).ok_or(NoRoute)?;
+    let res = catalog.lookup(group, version, plural).ok_or(NoRoute)?;
     if namespace.is_some() && !res.namespaced {
         return Err(NoRoute);
     }
     if let Some(sub) = sub
-        && !(sub == "status" && res.status_subresource)
+        && !(sub == "status" && res.status_subresource
+            || res.is("", "pods") && POD_SUBRESOURCES.contains(&sub))
     {
         return Err(NoRoute);
     }
@@ -107,6 +117,10 @@ fn resource(group: &str, version: &str, rest: &[&str]) -> Result<Route, NoRoute>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(path: &str) -> Result<Route, NoRoute> {
+        super::parse(path, &Catalog::builtin())
+    }
 
     fn rr(path: &str) -> ResourceRoute {
         match parse(path).unwrap() {
@@ -128,7 +142,7 @@ mod tests {
         assert_eq!(r.name.as_deref(), Some("cm1"));
         let r = rr("/api/v1/namespaces/ns1");
         assert_eq!(
-            (r.res.plural, r.name.as_deref()),
+            (r.res.plural.as_str(), r.name.as_deref()),
             ("namespaces", Some("ns1"))
         );
         let r = rr("/api/v1/namespaces/ns1/status");

@@ -270,7 +270,11 @@ fn field_value(obj: &Value, field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::lookup;
+    use crate::registry::{Catalog, Resource};
+
+    fn lookup(group: &str, version: &str, plural: &str) -> Option<Resource> {
+        Catalog::builtin().lookup(group, version, plural)
+    }
     use serde_json::json;
 
     fn obj(labels: Value) -> Value {
@@ -315,18 +319,18 @@ mod tests {
     fn fields() {
         let pods = lookup("", "v1", "pods").unwrap();
         let o = obj(json!({}));
-        let m = |s: &str| FieldSelector::parse(s, pods).unwrap().matches(&o);
+        let m = |s: &str| FieldSelector::parse(s, &pods).unwrap().matches(&o);
         assert!(m("metadata.name=a"));
         assert!(m("spec.nodeName=n1,status.phase!=Pending"));
         assert!(!m("metadata.namespace==other"));
         assert!(m("status.podIP="));
         let cms = lookup("", "v1", "configmaps").unwrap();
         assert_eq!(
-            FieldSelector::parse("spec.nodeName=x", cms),
+            FieldSelector::parse("spec.nodeName=x", &cms),
             Err(SelectorError::UnsupportedField("spec.nodeName".into()))
         );
         assert_eq!(
-            FieldSelector::parse("metadata.name=x", cms)
+            FieldSelector::parse("metadata.name=x", &cms)
                 .unwrap()
                 .exact_name(),
             Some("x")

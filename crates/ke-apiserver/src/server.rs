@@ -14,11 +14,12 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
-use crate::handlers;
-use crate::registry;
+use crate::pods::{self, PodStreams, STREAM_SUBRESOURCES};
+use crate::registry::{Catalog, Registry};
 use crate::request::{self, Route};
 use crate::status::ApiError;
 use crate::storage::{Storage, StorageError};
+use crate::{crd, handlers};
 use crate::{discovery, json_response};
 
 /// Namespaces that exist from the start, as in every Kubernetes cluster.
@@ -51,19 +52,28 @@ impl Default for ServerConfig {
 pub struct ApiServer<S> {
     pub(crate) storage: S,
     pub(crate) config: Arc<ServerConfig>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) pod_streams: Option<Arc<dyn PodStreams>>,
 }
 
 impl<S: Storage> ApiServer<S> {
-    /// Wraps `storage`, creating the initial namespaces if they are missing.
+    /// Wraps `storage`: serves the CRDs stored there and creates the initial namespaces if they
+    /// are missing.
     pub async fn new(storage: S, config: ServerConfig) -> Result<Self, StorageError> {
         let server = Self {
             storage,
             config: Arc::new(config),
+            registry: Arc::new(Registry::default()),
+            pod_streams: None,
         };
-        let ns = registry::lookup("", "v1", "namespaces").expect("namespaces are registered");
+        server
+            .reload_custom_resources()
+            .await
+            .map_err(|e| StorageError::Backend(e.message))?;
+        let ns = server.catalog().builtin_resource("", "namespaces");
         for name in INITIAL_NAMESPACES {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-            match handlers::create_object(&server, ns, None, body, false).await {
+            match handlers::create_object(&server, &ns, None, body, false).await {
                 Ok(_) => {}
                 Err(e) if e.reason == "AlreadyExists" => {}
                 Err(e) => return Err(StorageError::Backend(e.message)),
@@ -72,8 +82,45 @@ impl<S: Storage> ApiServer<S> {
         Ok(server)
     }
 
+    /// Who answers `pods/<name>/{log,exec,attach,portforward}`; without one those get 503.
+    pub fn with_pod_streams(mut self, streams: Arc<dyn PodStreams>) -> Self {
+        self.pod_streams = Some(streams);
+        self
+    }
+
     pub fn storage(&self) -> &S {
         &self.storage
+    }
+
+    /// The kinds served right now.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.registry.snapshot()
+    }
+
+    /// Rebuilds the catalog from the stored CRDs; called after every CRD write. A CRD that fails
+    /// validation (it could only have been stored by an older version) is skipped and logged.
+    pub(crate) async fn reload_custom_resources(&self) -> Result<(), ApiError> {
+        let crds = self
+            .catalog()
+            .builtin_resource("apiextensions.k8s.io", "customresourcedefinitions");
+        let page = self
+            .storage
+            .list(&crds.prefix(None), Default::default())
+            .await
+            .map_err(|e| ApiError::from_storage(&crds, "", e))?;
+        let mut custom = Vec::new();
+        for stored in &page.items {
+            let crd = handlers::decode(stored)?;
+            match crd::validate(&crd) {
+                Ok(()) if !handlers::is_deleting(&crd) => custom.extend(crd::resources(&crd)),
+                Ok(()) => {}
+                Err((field, message)) => {
+                    tracing::warn!(key = %stored.key, %field, %message, "not serving an invalid CRD");
+                }
+            }
+        }
+        self.registry.replace(Catalog::with_custom(custom));
+        Ok(())
     }
 
     /// The HTTP surface, ready to be served or called in-process.
@@ -113,12 +160,26 @@ async fn dispatch<S: Storage>(State(server): State<ApiServer<S>>, req: Request) 
         Ok(Query(q)) => q,
         Err(e) => return ApiError::bad_request(format!("query: {e}")).into_response(),
     };
-    let route = match request::parse(parts.uri.path()) {
+    let catalog = server.catalog();
+    let route = match request::parse(parts.uri.path(), &catalog) {
         Ok(r) => r,
         Err(_) => return ApiError::no_route(parts.uri.path()).into_response(),
     };
     let read_only = matches!(parts.method, Method::GET | Method::HEAD);
     let doc = match route {
+        Route::Resource(rr)
+            if rr
+                .subresource
+                .as_deref()
+                .is_some_and(|s| STREAM_SUBRESOURCES.contains(&s)) =>
+        {
+            let (ns, name, sub) = (
+                rr.namespace.unwrap_or_default(),
+                rr.name.unwrap_or_default(),
+                rr.subresource.unwrap_or_default(),
+            );
+            return pods::stream(&server, &ns, &name, &sub, Request::from_parts(parts, body)).await;
+        }
         Route::Resource(rr) => {
             return handlers::handle(&server, rr, parts.method, &parts.headers, query, body)
                 .await
@@ -135,12 +196,14 @@ async fn dispatch<S: Storage>(State(server): State<ApiServer<S>>, req: Request) 
         Route::Health => return (StatusCode::OK, "ok").into_response(),
         Route::Version => discovery::version(),
         Route::CoreVersions => discovery::core_versions(),
-        Route::GroupList => discovery::group_list(),
-        Route::Group(g) => match discovery::group(&g) {
+        Route::GroupList => discovery::group_list(&catalog),
+        Route::Group(g) => match discovery::group(&catalog, &g) {
             Some(d) => d,
             None => return ApiError::no_route(parts.uri.path()).into_response(),
         },
-        Route::ResourceList { group, version } => discovery::resource_list(&group, &version),
+        Route::ResourceList { group, version } => {
+            discovery::resource_list(&catalog, &group, &version)
+        }
     };
     json_response(StatusCode::OK, &doc)
 }

@@ -195,12 +195,16 @@ pub fn success_status(res: &ResourceInfo, name: &str, uid: Option<&str>) -> Valu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::lookup;
+    use crate::registry::{Catalog, Resource};
+
+    fn lookup(group: &str, version: &str, plural: &str) -> Option<Resource> {
+        Catalog::builtin().lookup(group, version, plural)
+    }
 
     #[test]
     fn status_shape() {
         let dep = lookup("apps", "v1", "deployments").unwrap();
-        let s = ApiError::not_found(dep, "web").to_status();
+        let s = ApiError::not_found(&dep, "web").to_status();
         assert_eq!(s["kind"], "Status");
         assert_eq!(s["status"], "Failure");
         assert_eq!(s["reason"], "NotFound");
@@ -208,7 +212,7 @@ mod tests {
         assert_eq!(s["message"], "deployments.apps \"web\" not found");
         assert_eq!(s["details"]["group"], "apps");
         let cm = lookup("", "v1", "configmaps").unwrap();
-        let s = ApiError::invalid(cm, "A", "metadata.name", "bad").to_status();
+        let s = ApiError::invalid(&cm, "A", "metadata.name", "bad").to_status();
         assert_eq!(s["code"], 422);
         assert_eq!(s["details"]["causes"][0]["field"], "metadata.name");
     }

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::handlers::{Selectors, decode};
-use crate::registry::ResourceInfo;
+use crate::handlers::{Selectors, decode_as};
+use crate::registry::Resource;
 use crate::server::ApiServer;
 use crate::status::ApiError;
 use crate::storage::{EventKind, ListOptions, Revision, Storage, StorageError, WatchEvent};
@@ -26,11 +26,11 @@ const BUFFER: usize = 64;
 
 pub(crate) async fn serve<S: Storage>(
     server: &ApiServer<S>,
-    res: &'static ResourceInfo,
+    res: Resource,
     ns: Option<&str>,
     q: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
-    let sel = Selectors::parse(res, q)?;
+    let sel = Selectors::parse(&res, q)?;
     let max = server.config.max_watch_timeout;
     let timeout = match q.get("timeoutSeconds").map(String::as_str) {
         None | Some("") => max,
@@ -57,9 +57,9 @@ pub(crate) async fn serve<S: Storage>(
             .storage
             .list(&prefix, ListOptions::default())
             .await
-            .map_err(|e| ApiError::from_storage(res, "", e))?;
+            .map_err(|e| ApiError::from_storage(&res, "", e))?;
         for stored in &page.items {
-            let obj = decode(stored)?;
+            let obj = decode_as(&res, stored)?;
             if sel.matches(&obj) {
                 initial.push((stored.key.clone(), obj));
             }
@@ -84,10 +84,10 @@ pub(crate) async fn serve<S: Storage>(
         }
         // As kube-apiserver: the watch is accepted, then ends with an ERROR event carrying 410.
         Err(e @ StorageError::Compacted { .. }) => {
-            let status = ApiError::from_storage(res, "", e).to_status();
+            let status = ApiError::from_storage(&res, "", e).to_status();
             let _ = tx.try_send(line("ERROR", &status));
         }
-        Err(e) => return Err(ApiError::from_storage(res, "", e)),
+        Err(e) => return Err(ApiError::from_storage(&res, "", e)),
     }
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
@@ -107,7 +107,7 @@ fn line(kind: &str, object: &Value) -> Bytes {
 }
 
 struct Watcher {
-    res: &'static ResourceInfo,
+    res: Resource,
     sel: Selectors,
     tx: mpsc::Sender<Bytes>,
     /// The revision every event up to which has been considered: what a BOOKMARK may promise.
@@ -162,7 +162,7 @@ impl Watcher {
 
     async fn on_event(&mut self, ev: WatchEvent) -> bool {
         self.last_rv = ev.revision;
-        let Ok(obj) = decode(&ev.object) else {
+        let Ok(obj) = decode_as(&self.res, &ev.object) else {
             return true;
         };
         let key = ev.object.key;

@@ -1,0 +1,118 @@
+//! Per-kind rules for writes, in the spirit of kube-apiserver's registry strategies: what a
+//! create resets, what every write normalizes or defaults, and what makes an object invalid.
+//! The generic verbs in [`crate::handlers`] call these and know nothing about particular kinds.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+
+use crate::registry::ResourceInfo;
+use crate::status::ApiError;
+use crate::{crd, defaults, meta};
+
+/// Before a create, once the server-owned metadata is set.
+pub fn prepare_create(res: &ResourceInfo, obj: &mut Value) {
+    reset_status_on_create(res, obj);
+    normalize(res, obj, None);
+}
+
+/// Once the final name is known (it may come from `generateName`).
+pub fn named(res: &ResourceInfo, obj: &mut Value, name: &str) {
+    if res.is("", "namespaces") {
+        namespace_defaults(obj, name);
+    }
+}
+
+/// Before an update (PUT, PATCH, a status write), once the server-owned metadata is restored.
+pub fn prepare_update(res: &ResourceInfo, current: &Value, next: &mut Value) {
+    normalize(res, next, Some(current));
+}
+
+/// The last check before a write.
+pub fn validate(res: &ResourceInfo, obj: &Value, name: &str) -> Result<(), ApiError> {
+    let check = match (res.group.as_str(), res.plural.as_str()) {
+        ("", "namespaces") => meta::validate_label(name),
+        ("", "services") => meta::validate_dns1035(name),
+        _ => meta::validate_subdomain(name),
+    };
+    check.map_err(|m| ApiError::invalid(res, name, "metadata.name", &m))?;
+    if is_crd(res) {
+        crd::validate(obj)
+            .map_err(|(field, message)| ApiError::invalid(res, name, &field, &message))?;
+    }
+    Ok(())
+}
+
+pub fn is_crd(res: &ResourceInfo) -> bool {
+    res.is("apiextensions.k8s.io", "customresourcedefinitions")
+}
+
+fn reset_status_on_create(res: &ResourceInfo, obj: &mut Value) {
+    if !res.status_subresource {
+        return;
+    }
+    let Some(root) = obj.as_object_mut() else {
+        return;
+    };
+    match (res.group.as_str(), res.plural.as_str()) {
+        // Nodes may be created with their status (kubelet registers that way).
+        ("", "nodes") => {}
+        ("", "pods") => {
+            root.insert(
+                "status".into(),
+                json!({"phase": "Pending", "qosClass": "BestEffort"}),
+            );
+        }
+        _ => {
+            root.shift_remove("status");
+        }
+    }
+}
+
+fn namespace_defaults(obj: &mut Value, name: &str) {
+    let Some(root) = obj.as_object_mut() else {
+        return;
+    };
+    let labels = root
+        .entry("metadata")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .map(|m| m.entry("labels").or_insert_with(|| json!({})));
+    if let Some(Value::Object(l)) = labels {
+        l.insert("kubernetes.io/metadata.name".into(), json!(name));
+    }
+    let spec = root.entry("spec").or_insert_with(|| json!({}));
+    if let Value::Object(s) = spec
+        && !s.contains_key("finalizers")
+    {
+        s.insert("finalizers".into(), json!(["kubernetes"]));
+    }
+    root.insert("status".into(), json!({"phase": "Active"}));
+}
+
+/// Conversions and defaults kube-apiserver applies on every write of a kind.
+fn normalize(res: &ResourceInfo, obj: &mut Value, current: Option<&Value>) {
+    if res.is("", "secrets") {
+        secret_string_data(obj);
+    }
+    if is_crd(res) {
+        crd::set_status(obj, current);
+    }
+    defaults::apply(res, obj);
+}
+
+/// A Secret's `stringData` is write-only: merged into `data`, base64-encoded.
+fn secret_string_data(obj: &mut Value) {
+    let Some(root) = obj.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Object(sd)) = root.shift_remove("stringData") {
+        let data = root.entry("data").or_insert_with(|| json!({}));
+        if let Value::Object(d) = data {
+            for (k, v) in sd {
+                let text = v.as_str().unwrap_or_default();
+                d.insert(k, json!(STANDARD.encode(text)));
+            }
+        }
+    }
+}
