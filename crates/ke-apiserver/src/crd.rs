@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::meta;
 use crate::registry::{ALL_VERBS, PrinterColumn, ResourceInfo, Schema};
+use crate::{meta, openapi};
 
 /// A CRD field that is not acceptable, as `(field path, message)`.
 pub type Invalid = (String, String);
@@ -200,13 +200,12 @@ pub fn resources(crd: &Value) -> Vec<ResourceInfo> {
             categories: strings(&names["categories"]),
             status_subresource: v.pointer("/subresources/status").is_some(),
             field_labels: &[],
-            schema: Schema::Custom(Arc::new(
-                v.pointer("/schema/openAPIV3Schema")
-                    .cloned()
-                    .unwrap_or_else(
-                        || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
-                    ),
-            )),
+            schema: Schema::Custom(Arc::new(openapi::custom_schema(
+                v.pointer("/schema/openAPIV3Schema").unwrap_or(&json!({
+                    "type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true
+                })),
+            ))),
             columns: v["additionalPrinterColumns"]
                 .as_array()
                 .into_iter()

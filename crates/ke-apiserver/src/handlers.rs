@@ -19,8 +19,8 @@ use crate::selectors::{FieldSelector, LabelSelector};
 use crate::server::ApiServer;
 use crate::status::{self, ApiError};
 use crate::storage::{ListOptions, Revision, Storage, StorageError, StoredObject};
+use crate::{fields, pods, proto, strategy};
 use crate::{json_response, watch};
-use crate::{pods, proto, strategy};
 
 /// How often a read-modify-write is retried when another writer got in between.
 const MAX_ATTEMPTS: usize = 8;
@@ -97,14 +97,21 @@ async fn handle_verb<S: Storage>(
                     res.plural
                 )));
             }
+            let directive = fields::Directive::from_query(&query)?;
             let body = server.read_body(headers, body).await?;
-            let obj = parse_request_object(headers, &body)?;
+            let mut obj = parse_request_object(headers, &body)?;
+            let warnings = fields::enforce(res, directive, &mut obj)?;
             let created = create_object(server, res, ns, obj, dry_run).await?;
-            Ok(json_response(StatusCode::CREATED, &created))
+            Ok(with_warnings(
+                json_response(StatusCode::CREATED, &created),
+                &warnings,
+            ))
         }
         (Method::PUT, Some(name)) => {
+            let directive = fields::Directive::from_query(&query)?;
             let body = server.read_body(headers, body).await?;
-            let obj = parse_request_object(headers, &body)?;
+            let mut obj = parse_request_object(headers, &body)?;
+            let warnings = fields::enforce(res, directive, &mut obj)?;
             if let Some(body_name) = meta_str(&obj, "name")
                 && body_name != name
             {
@@ -116,7 +123,10 @@ async fn handle_verb<S: Storage>(
                 Ok(obj.clone())
             })
             .await?;
-            Ok(json_response(StatusCode::OK, &updated))
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &updated),
+                &warnings,
+            ))
         }
         (Method::PATCH, Some(name)) => {
             let ct = headers
@@ -124,10 +134,13 @@ async fn handle_verb<S: Storage>(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
             let kind = PatchType::from_content_type(ct)
+                .filter(|k| !(res.is_custom() && *k == PatchType::Strategic))
                 .ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+            let directive = fields::Directive::from_query(&query)?;
             let body = server.read_body(headers, body).await?;
+            let warnings = std::sync::Mutex::new(Vec::new());
             let updated = update_object(server, res, ns, name, Part::of(sub), dry_run, |cur| {
-                patch::apply(kind, cur, &body).map_err(|e| match e {
+                let mut patched = patch::apply(kind, cur, &body).map_err(|e| match e {
                     patch::PatchError::TestFailed { .. } => ApiError::new(
                         422,
                         "Invalid",
@@ -136,10 +149,17 @@ async fn handle_verb<S: Storage>(
                         ),
                     ),
                     e => ApiError::bad_request(e.to_string()),
-                })
+                })?;
+                *warnings.lock().unwrap_or_else(|e| e.into_inner()) =
+                    fields::enforce(res, directive, &mut patched)?;
+                Ok(patched)
             })
             .await?;
-            Ok(json_response(StatusCode::OK, &updated))
+            let warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &updated),
+                &warnings,
+            ))
         }
         (Method::DELETE, Some(name)) if sub.is_none() => {
             let body = server.read_body(headers, body).await?;
@@ -197,6 +217,18 @@ async fn handle_verb<S: Storage>(
             sub.map(|s| format!("/{s}")).unwrap_or_default()
         ))),
     }
+}
+
+/// Adds one `Warning: 299 - "<text>"` header per warning, as kube-apiserver reports dropped
+/// fields (kubectl prints them as `Warning: <text>`).
+fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
 }
 
 /// An object body: JSON, or protobuf for the kinds [`crate::proto`] knows (typed client-go

@@ -11,14 +11,17 @@
 pub mod crd;
 pub mod defaults;
 pub mod discovery;
+pub mod fields;
 pub mod handlers;
 pub mod kubeconfig;
 pub mod meta;
+pub mod openapi;
 pub mod patch;
 pub mod pods;
 pub mod proto;
 pub mod registry;
 pub mod request;
+pub mod schema;
 pub mod selectors;
 pub mod serve;
 pub mod status;

@@ -20,6 +20,10 @@ pub enum Route {
     /// `/apis/<group>`
     Group(String),
     Resource(ResourceRoute),
+    /// `/openapi/v3`
+    OpenApiIndex,
+    /// `/openapi/v3/<key>`, key `api/v1` or `apis/<group>/<version>`
+    OpenApi(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +47,8 @@ pub fn parse(path: &str, catalog: &Catalog) -> Result<Route, NoRoute> {
         ["version"] => Ok(Route::Version),
         ["healthz" | "livez" | "readyz", ..] => Ok(Route::Health),
         ["api"] => Ok(Route::CoreVersions),
+        ["openapi", "v3"] => Ok(Route::OpenApiIndex),
+        ["openapi", "v3", key @ ..] => Ok(Route::OpenApi(key.join("/"))),
         ["apis"] => Ok(Route::GroupList),
         ["api", "v1"] => Ok(Route::ResourceList {
             group: String::new(),

@@ -3,7 +3,7 @@
 //! pattern router (`/api/v1/namespaces/<ns>/status` vs `/api/v1/namespaces/<ns>/<resource>`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
+use crate::openapi::Documents;
 use crate::pods::{self, PodStreams, STREAM_SUBRESOURCES};
 use crate::registry::{Catalog, Registry};
 use crate::request::{self, Route};
@@ -54,6 +55,8 @@ pub struct ApiServer<S> {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) pod_streams: Option<Arc<dyn PodStreams>>,
+    /// The OpenAPI documents of the catalog they were built from (rebuilt when CRDs change).
+    openapi: Arc<Mutex<Option<(Arc<Catalog>, Arc<Documents>)>>>,
 }
 
 impl<S: Storage> ApiServer<S> {
@@ -65,6 +68,7 @@ impl<S: Storage> ApiServer<S> {
             config: Arc::new(config),
             registry: Arc::new(Registry::default()),
             pod_streams: None,
+            openapi: Arc::default(),
         };
         server
             .reload_custom_resources()
@@ -95,6 +99,20 @@ impl<S: Storage> ApiServer<S> {
     /// The kinds served right now.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.registry.snapshot()
+    }
+
+    /// The OpenAPI documents of the current catalog.
+    pub(crate) fn openapi(&self) -> Arc<Documents> {
+        let catalog = self.catalog();
+        let mut cache = self.openapi.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.as_ref() {
+            Some((built_from, docs)) if Arc::ptr_eq(built_from, &catalog) => Arc::clone(docs),
+            _ => {
+                let docs = Arc::new(Documents::build(&catalog));
+                *cache = Some((catalog, Arc::clone(&docs)));
+                docs
+            }
+        }
     }
 
     /// Rebuilds the catalog from the stored CRDs; called after every CRD write. A CRD that fails
@@ -194,6 +212,13 @@ async fn dispatch<S: Storage>(State(server): State<ApiServer<S>>, req: Request) 
             .into_response();
         }
         Route::Health => return (StatusCode::OK, "ok").into_response(),
+        Route::OpenApiIndex => return json_bytes(server.openapi().index()),
+        Route::OpenApi(key) => {
+            return match server.openapi().get(&key) {
+                Some(doc) => json_bytes(doc),
+                None => ApiError::no_route(parts.uri.path()).into_response(),
+            };
+        }
         Route::Version => discovery::version(),
         Route::CoreVersions => discovery::core_versions(),
         Route::GroupList => discovery::group_list(&catalog),
@@ -206,4 +231,13 @@ async fn dispatch<S: Storage>(State(server): State<ApiServer<S>>, req: Request) 
         }
     };
     json_response(StatusCode::OK, &doc)
+}
+
+fn json_bytes(body: bytes::Bytes) -> Response {
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    resp
 }

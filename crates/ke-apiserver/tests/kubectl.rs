@@ -233,15 +233,11 @@ async fn apply_label_annotate_patch_delete() {
         )
     };
     let f = c.file("cm.yaml", &manifest("one"));
-    // Without OpenAPI, client-side validation cannot run; this is what a later slice fixes.
-    let o = c.run(&["apply", "-f", path(&f)]).await;
-    assert!(!o.ok && o.stderr.contains("openapi"), "{}", o.stderr);
-
-    let out = c.ok(&["apply", "--validate=false", "-f", path(&f)]).await;
+    let out = c.ok(&["apply", "-f", path(&f)]).await;
     assert!(out.contains("configmap/app created"), "{out}");
     let first = c.json(&["get", "cm", "app"]).await;
     c.file("cm.yaml", &manifest("two"));
-    let out = c.ok(&["apply", "--validate=false", "-f", path(&f)]).await;
+    let out = c.ok(&["apply", "-f", path(&f)]).await;
     assert!(out.contains("configmap/app configured"), "{out}");
     let second = c.json(&["get", "cm", "app"]).await;
     assert_eq!(second["data"]["key"], "two");
@@ -252,7 +248,7 @@ async fn apply_label_annotate_patch_delete() {
             .unwrap()
             .contains("two")
     );
-    let out = c.ok(&["apply", "--validate=false", "-f", path(&f)]).await;
+    let out = c.ok(&["apply", "-f", path(&f)]).await;
     assert!(out.contains("unchanged"), "{out}");
 
     c.ok(&["label", "cm", "app", "tier=front"]).await;
@@ -297,10 +293,7 @@ async fn apply_label_annotate_patch_delete() {
     let mut stale = first.clone();
     stale["data"]["key"] = "stale".into();
     let o = c
-        .run_stdin(
-            &["replace", "-f", "-", "--validate=false"],
-            Some(&stale.to_string()),
-        )
+        .run_stdin(&["replace", "-f", "-"], Some(&stale.to_string()))
         .await;
     assert!(!o.ok, "{}", o.stdout);
     assert!(
