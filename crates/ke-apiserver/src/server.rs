@@ -48,6 +48,9 @@ impl Default for ServerConfig {
     }
 }
 
+/// OpenAPI documents and the catalog they describe.
+type OpenApiCache = (Arc<Catalog>, Arc<Documents>);
+
 /// The API server over one storage backend; cheap to clone.
 #[derive(Clone)]
 pub struct ApiServer<S> {
@@ -56,7 +59,7 @@ pub struct ApiServer<S> {
     pub(crate) registry: Arc<Registry>,
     pub(crate) pod_streams: Option<Arc<dyn PodStreams>>,
     /// The OpenAPI documents of the catalog they were built from (rebuilt when CRDs change).
-    openapi: Arc<Mutex<Option<(Arc<Catalog>, Arc<Documents>)>>>,
+    openapi: Arc<Mutex<Option<OpenApiCache>>>,
 }
 
 impl<S: Storage> ApiServer<S> {
