@@ -19,7 +19,7 @@ use crate::selectors::{FieldSelector, LabelSelector};
 use crate::server::ApiServer;
 use crate::status::{self, ApiError};
 use crate::storage::{ListOptions, Revision, Storage, StorageError, StoredObject};
-use crate::{fields, pods, proto, strategy};
+use crate::{fields, openapi, pods, proto, strategy, table};
 use crate::{json_response, watch};
 
 /// How often a read-modify-write is retried when another writer got in between.
@@ -78,17 +78,39 @@ async fn handle_verb<S: Storage>(
         )
         .await;
     }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let table =
+        table::wants_table(accept).then(|| table::Include::from_query(query.get("includeObject")));
     match (method, rr.name.as_deref()) {
         (Method::GET, Some(name)) => {
             let obj = get_object(server, res, ns, name).await?;
-            Ok(json_response(StatusCode::OK, &obj))
+            Ok(match table {
+                Some(include) => {
+                    let meta = json!({ "resourceVersion": obj["metadata"]["resourceVersion"] });
+                    json_response(StatusCode::OK, &table::render(res, &[obj], meta, include))
+                }
+                None => json_response(StatusCode::OK, &obj),
+            })
         }
         (Method::GET, None) if rr.watch_path || is_true(query.get("watch")) => {
-            watch::serve(server, rr.res.clone(), ns, &query).await
+            watch::serve(server, rr.res.clone(), ns, &query, table).await
         }
         (Method::GET, None) => {
             let list = list_objects(server, res, ns, &query).await?;
-            Ok(json_response(StatusCode::OK, &list))
+            Ok(match (table, list.as_object()) {
+                (Some(include), Some(l)) => {
+                    let items = l
+                        .get("items")
+                        .and_then(Value::as_array)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default();
+                    json_response(
+                        StatusCode::OK,
+                        &table::render(res, items, table::list_meta(l), include),
+                    )
+                }
+                _ => json_response(StatusCode::OK, &list),
+            })
         }
         (Method::POST, None) => {
             if res.namespaced && ns.is_none() {
@@ -140,7 +162,7 @@ async fn handle_verb<S: Storage>(
             let body = server.read_body(headers, body).await?;
             let warnings = std::sync::Mutex::new(Vec::new());
             let updated = update_object(server, res, ns, name, Part::of(sub), dry_run, |cur| {
-                let mut patched = patch::apply(kind, cur, &body).map_err(|e| match e {
+                let mut patched = patch::apply(kind, openapi::root(res), cur, &body).map_err(|e| match e {
                     patch::PatchError::TestFailed { .. } => ApiError::new(
                         422,
                         "Invalid",

@@ -13,6 +13,7 @@ pub mod defaults;
 pub mod discovery;
 pub mod fields;
 pub mod handlers;
+pub mod jsonpath;
 pub mod kubeconfig;
 pub mod meta;
 pub mod openapi;
@@ -27,6 +28,7 @@ pub mod serve;
 pub mod status;
 pub mod storage;
 pub mod strategy;
+pub mod table;
 pub mod watch;
 
 mod server;

@@ -19,6 +19,7 @@ use crate::registry::Resource;
 use crate::server::ApiServer;
 use crate::status::ApiError;
 use crate::storage::{EventKind, ListOptions, Revision, Storage, StorageError, WatchEvent};
+use crate::table;
 
 /// Events buffered between the producer task and the HTTP body; when full, the producer waits
 /// (and so does the store's feed to it), which is how a slow client slows only its own watch.
@@ -29,6 +30,7 @@ pub(crate) async fn serve<S: Storage>(
     res: Resource,
     ns: Option<&str>,
     q: &HashMap<String, String>,
+    table: Option<table::Include>,
 ) -> Result<Response, ApiError> {
     let sel = Selectors::parse(&res, q)?;
     let max = server.config.max_watch_timeout;
@@ -75,6 +77,7 @@ pub(crate) async fn serve<S: Storage>(
             let w = Watcher {
                 res,
                 sel,
+                table,
                 tx,
                 last_rv: start,
                 matched: HashSet::new(),
@@ -109,6 +112,8 @@ fn line(kind: &str, object: &Value) -> Bytes {
 struct Watcher {
     res: Resource,
     sel: Selectors,
+    /// Events carry one-row Tables (what `kubectl get -w` asks for) instead of objects.
+    table: Option<table::Include>,
     tx: mpsc::Sender<Bytes>,
     /// The revision every event up to which has been considered: what a BOOKMARK may promise.
     last_rv: Revision,
@@ -206,6 +211,22 @@ impl Watcher {
     }
 
     async fn send(&mut self, kind: &str, obj: &Value) -> bool {
-        self.tx.send(line(kind, obj)).await.is_ok()
+        let bytes = match self.table {
+            Some(include) if kind != "BOOKMARK" => {
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or_default();
+                let t = table::render(
+                    &self.res,
+                    std::slice::from_ref(obj),
+                    json!({ "resourceVersion": rv }),
+                    include,
+                );
+                line(kind, &t)
+            }
+            _ => line(kind, obj),
+        };
+        self.tx.send(bytes).await.is_ok()
     }
 }

@@ -1,13 +1,11 @@
-//! PATCH bodies: JSON merge patch (RFC 7386), JSON patch (RFC 6902), and strategic merge patch.
-//!
-//! Strategic merge patch needs each field's patch strategy and merge key, which come from the Go
-//! types (or OpenAPI `x-kubernetes-patch-*` extensions) we do not have yet. Until then it falls
-//! back to merge-patch semantics, after removing SMP's `$`-directives so they are never stored.
-//! That is exact for maps and scalars (what `kubectl label/annotate/patch` and `apply` of
-//! ConfigMaps, Secrets, labels, replicas, images in a one-container pod send) but replaces lists
-//! wholesale instead of merging them by key.
+//! PATCH bodies: JSON merge patch (RFC 7386), JSON patch (RFC 6902), and strategic merge patch
+//! ([`strategic`], driven by the kind's schema).
+
+pub mod strategic;
 
 use serde_json::{Map, Value};
+
+use crate::schema::Node;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PatchError {
@@ -21,6 +19,8 @@ pub enum PatchError {
     TestFailed { index: usize, path: String },
     #[error("patch result must be a json object")]
     NotAnObject,
+    #[error("{0}")]
+    Strategic(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +43,18 @@ impl PatchType {
     }
 }
 
-/// Applies `body` (raw request bytes) to `target`.
-pub fn apply(kind: PatchType, target: &Value, body: &[u8]) -> Result<Value, PatchError> {
+/// Applies `body` (raw request bytes) to `target`; `schema` is the kind's, which strategic
+/// merge patch needs.
+pub fn apply(
+    kind: PatchType,
+    schema: Option<Node<'_>>,
+    target: &Value,
+    body: &[u8],
+) -> Result<Value, PatchError> {
     let patch: Value = serde_json::from_slice(body).map_err(|e| PatchError::Json(e.to_string()))?;
     let out = match kind {
         PatchType::Merge => merge_patch(target, &patch),
-        PatchType::Strategic => merge_patch(target, &strip_directives(&patch)),
+        PatchType::Strategic => strategic::apply(schema, target, &patch)?,
         PatchType::Json => json_patch(target, &patch)?,
     };
     if !out.is_object() {
@@ -75,36 +81,6 @@ pub fn merge_patch(target: &Value, patch: &Value) -> Value {
         }
     }
     Value::Object(out)
-}
-
-/// Drops strategic-merge-patch directives (`$patch`, `$retainKeys`, `$setElementOrder/…`,
-/// `$deleteFromPrimitiveList/…`). `$patch: delete` on a map becomes a merge-patch `null`;
-/// `$patch: replace` degrades to a merge (exact replacement needs the live object's keys), and
-/// list elements marked `$patch` are dropped.
-fn strip_directives(patch: &Value) -> Value {
-    match patch {
-        Value::Object(m) => {
-            let mut out = Map::new();
-            for (k, v) in m {
-                if k.starts_with('$') {
-                    continue;
-                }
-                if v.get("$patch").and_then(Value::as_str) == Some("delete") {
-                    out.insert(k.clone(), Value::Null);
-                } else {
-                    out.insert(k.clone(), strip_directives(v));
-                }
-            }
-            Value::Object(out)
-        }
-        Value::Array(a) => Value::Array(
-            a.iter()
-                .filter(|x| x.get("$patch").is_none())
-                .map(strip_directives)
-                .collect(),
-        ),
-        other => other.clone(),
-    }
 }
 
 /// RFC 6902, with RFC 6901 pointers.
@@ -270,20 +246,6 @@ mod tests {
     }
 
     #[test]
-    fn strategic_falls_back_to_merge_without_directives() {
-        let t = json!({"spec": {"containers": [{"name": "a", "image": "x"}]}, "metadata": {"labels": {"a": "1"}}});
-        let p = br#"{"$setElementOrder/containers":[{"name":"a"}],"metadata":{"labels":{"b":"2","$patch":"merge"}},"spec":{"$retainKeys":["x"],"containers":[{"name":"a","image":"y"}]}}"#;
-        let out = apply(PatchType::Strategic, &t, p).unwrap();
-        assert_eq!(
-            out,
-            json!({"spec": {"containers": [{"name": "a", "image": "y"}]}, "metadata": {"labels": {"a": "1", "b": "2"}}})
-        );
-        let del = br#"{"metadata":{"labels":{"$patch":"delete"}}}"#;
-        let out = apply(PatchType::Strategic, &t, del).unwrap();
-        assert_eq!(out["metadata"], json!({}));
-    }
-
-    #[test]
     fn content_types() {
         assert_eq!(
             PatchType::from_content_type("application/merge-patch+json; charset=utf-8"),
@@ -293,10 +255,11 @@ mod tests {
             PatchType::from_content_type("application/apply-patch+yaml"),
             None
         );
-        assert!(apply(PatchType::Merge, &json!({}), b"not json").is_err());
+        assert!(apply(PatchType::Merge, None, &json!({}), b"not json").is_err());
         assert_eq!(
             apply(
                 PatchType::Json,
+                None,
                 &json!({}),
                 br#"[{"op":"add","path":"","value":1}]"#
             ),
