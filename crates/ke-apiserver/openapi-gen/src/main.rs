@@ -46,6 +46,9 @@ fn main() {
         .into_iter()
         .map(|(name, mut schema)| {
             unrequire_metadata(&mut schema);
+            if name == ANY_JSON {
+                any_json(&mut schema);
+            }
             (name, schema)
         })
         .collect();
@@ -70,4 +73,14 @@ fn unrequire_metadata(schema: &mut Value) {
     if required.is_empty() {
         schema.as_object_mut().expect("schema is an object").remove("required");
     }
+}
+
+/// apiextensions' `JSON` holds any JSON value (CRD defaults and examples); k8s-openapi types it
+/// as an object, which would make a string default look malformed.
+const ANY_JSON: &str = "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSON";
+
+fn any_json(schema: &mut Value) {
+    let map = schema.as_object_mut().expect("schema is an object");
+    map.remove("type");
+    map.insert("x-kubernetes-preserve-unknown-fields".into(), Value::Bool(true));
 }
