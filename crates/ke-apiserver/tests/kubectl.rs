@@ -440,3 +440,231 @@ async fn the_binary_writes_a_working_admin_kubeconfig() {
     assert!(dir.path().join("apiserver.db").exists());
     let _ = server.kill().await;
 }
+
+/// A CRD produced by upstream KubeEdge itself, installed and used the way a user does.
+const DEVICE_CRD: &str = include_str!("golden/devices_v1beta1_device.yaml");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crd_install_custom_resources_and_cascading_delete() {
+    let c = start().await;
+    let crd = c.file("device-crd.yaml", DEVICE_CRD);
+    c.ok(&["apply", "-f", path(&crd)]).await;
+    c.ok(&[
+        "wait",
+        "--for=condition=established",
+        "crd/devices.devices.kubeedge.io",
+        "--timeout=10s",
+    ])
+    .await;
+    let r = c
+        .ok(&["api-resources", "--api-group=devices.kubeedge.io"])
+        .await;
+    assert!(
+        r.contains("devices.kubeedge.io/v1beta1") && r.contains("Device"),
+        "{r}"
+    );
+    let explain = c.ok(&["explain", "device.spec.nodeName"]).await;
+    assert!(
+        explain.contains("GROUP:      devices.kubeedge.io"),
+        "{explain}"
+    );
+
+    let device = c.file(
+        "device.yaml",
+        "apiVersion: devices.kubeedge.io/v1beta1\nkind: Device\nmetadata:\n  name: sensor-1\nspec:\n  deviceModelRef: {name: thermometer}\n  nodeName: edge-1\n",
+    );
+    c.ok(&["apply", "-f", path(&device)]).await;
+    let table = c.ok(&["get", "devices"]).await;
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "AGE"], "{table}");
+    assert!(table.contains("sensor-1"), "{table}");
+    let got = c.json(&["get", "device", "sensor-1"]).await;
+    assert_eq!(got["apiVersion"], "devices.kubeedge.io/v1beta1");
+    assert_eq!(got["spec"]["nodeName"], "edge-1");
+
+    // Custom resources take JSON merge patches, not strategic ones (as kube-apiserver).
+    let o = c
+        .run(&[
+            "patch",
+            "device",
+            "sensor-1",
+            "-p",
+            r#"{"spec":{"nodeName":"edge-2"}}"#,
+        ])
+        .await;
+    assert!(
+        !o.ok && o.stderr.contains("strategic-merge-patch"),
+        "{}",
+        o.stderr
+    );
+    c.ok(&[
+        "patch",
+        "device",
+        "sensor-1",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"nodeName":"edge-2"}}"#,
+    ])
+    .await;
+    assert_eq!(
+        c.json(&["get", "device", "sensor-1"]).await["spec"]["nodeName"],
+        "edge-2"
+    );
+
+    // The schema is enforced: an unknown field is refused in strict mode.
+    let bad = c.file(
+        "bad-device.yaml",
+        "apiVersion: devices.kubeedge.io/v1beta1\nkind: Device\nmetadata:\n  name: bad\nspec:\n  nodeNmae: edge-1\n",
+    );
+    let o = c.run(&["apply", "-f", path(&bad)]).await;
+    assert!(
+        !o.ok && o.stderr.contains(r#"unknown field "spec.nodeNmae""#),
+        "{}",
+        o.stderr
+    );
+
+    c.ok(&["delete", "crd", "devices.devices.kubeedge.io"])
+        .await;
+    let o = c.run(&["get", "devices"]).await;
+    assert!(!o.ok, "{}", o.stdout);
+    // Re-installing the CRD does not bring the old objects back.
+    c.ok(&["apply", "-f", path(&crd)]).await;
+    c.ok(&[
+        "wait",
+        "--for=condition=established",
+        "crd/devices.devices.kubeedge.io",
+        "--timeout=10s",
+    ])
+    .await;
+    let o = c.run(&["get", "devices", "-o", "name"]).await;
+    assert!(
+        o.ok && o.stdout.trim().is_empty(),
+        "{} {}",
+        o.stdout,
+        o.stderr
+    );
+}
+
+const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels: {app: web}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n    ports: [{containerPort: 80}]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_tables_describe_explain_edit() {
+    let c = start().await;
+    let typo = c.file("typo.yaml", &POD.replace("image:", "imagee:"));
+    let o = c.run(&["apply", "-f", path(&typo)]).await;
+    assert!(
+        !o.ok
+            && o.stderr
+                .contains(r#"strict decoding error: unknown field "spec.containers[0].imagee""#),
+        "{}",
+        o.stderr
+    );
+    let o = c
+        .run(&["apply", "--validate=warn", "-f", path(&typo)])
+        .await;
+    assert!(
+        o.ok && o
+            .stderr
+            .contains(r#"Warning: unknown field "spec.containers[0].imagee""#),
+        "{}",
+        o.stderr
+    );
+    c.ok(&["delete", "pod", "web"]).await;
+    let wrong = c.file(
+        "wrong.yaml",
+        &POD.replace("containerPort: 80", "containerPort: eighty"),
+    );
+    let o = c.run(&["apply", "-f", path(&wrong)]).await;
+    assert!(
+        !o.ok && o.stderr.contains("cannot be handled as a Pod"),
+        "{}",
+        o.stderr
+    );
+
+    let pod = c.file("pod.yaml", POD);
+    c.ok(&["apply", "-f", path(&pod)]).await;
+    let wide = c.ok(&["get", "pods", "-o", "wide"]).await;
+    let header: Vec<&str> = wide
+        .lines()
+        .next()
+        .unwrap()
+        .split("  ")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "READY",
+            "STATUS",
+            "RESTARTS",
+            "AGE",
+            "IP",
+            "NODE",
+            "NOMINATED NODE",
+            "READINESS GATES"
+        ],
+        "{wide}"
+    );
+    assert!(
+        wide.lines().nth(1).unwrap().contains("0/1     Pending"),
+        "{wide}"
+    );
+    // Server-side defaults are what describe prints.
+    let describe = c.ok(&["describe", "pod", "web"]).await;
+    for needle in [
+        "Service Account:  default",
+        "Port:         80/TCP",
+        "QoS Class:        BestEffort",
+        "node.kubernetes.io/not-ready:NoExecute",
+    ] {
+        assert!(describe.contains(needle), "{needle} missing:\n{describe}");
+    }
+    let explain = c.ok(&["explain", "pod.spec"]).await;
+    assert!(
+        explain.contains("FIELD: spec <PodSpec>")
+            && explain.contains("containers\t<[]Container> -required-"),
+        "{explain}"
+    );
+
+    let editor = c.file(
+        "editor.sh",
+        "#!/bin/sh\nsed -i 's/app: web/app: edited/' \"$1\"\n",
+    );
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut edit = c.command(&["edit", "pod", "web"]);
+    edit.env("KUBE_EDITOR", &editor);
+    let out = edit.output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        c.json(&["get", "pod", "web"]).await["metadata"]["labels"]["app"],
+        "edited"
+    );
+
+    // Binding (what a scheduler does) fills spec.nodeName once; the NODE column shows it.
+    let binding = r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"web"},"target":{"kind":"Node","name":"edge-1"}}"#;
+    let bind = [
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/pods/web/binding",
+        "-f",
+        "-",
+    ];
+    let o = c.run_stdin(&bind, Some(binding)).await;
+    assert!(o.ok, "{}", o.stderr);
+    let wide = c.ok(&["get", "pod", "web", "-o", "wide"]).await;
+    assert!(wide.contains("edge-1"), "{wide}");
+    let pod = c.json(&["get", "pod", "web"]).await;
+    assert_eq!(pod["status"]["conditions"][0]["type"], "PodScheduled");
+    let o = c.run_stdin(&bind, Some(binding)).await;
+    assert!(
+        !o.ok && o.stderr.contains("already assigned to node"),
+        "{}",
+        o.stderr
+    );
+}
