@@ -19,7 +19,7 @@ use crate::selectors::{FieldSelector, LabelSelector};
 use crate::server::ApiServer;
 use crate::status::{self, ApiError};
 use crate::storage::{ListOptions, Revision, Storage, StorageError, StoredObject};
-use crate::{fields, openapi, pods, proto, strategy, table};
+use crate::{fields, openapi, pods, proto, services, strategy, table};
 use crate::{json_response, watch};
 
 /// How often a read-modify-write is retried when another writer got in between.
@@ -481,6 +481,14 @@ pub(crate) async fn create_object<S: Storage>(
         meta.shift_remove(server_owned);
     }
     strategy::prepare_create(res, &mut obj);
+    // Held until the Service is stored, so concurrent creates never share an address.
+    let _allocating = if res.is("", "services") && !dry_run {
+        let guard = server.service_allocation.lock().await;
+        services::allocate(server, &mut obj).await?;
+        Some(guard)
+    } else {
+        None
+    };
     if let Some(ns) = ns.filter(|_| res.namespaced) {
         check_namespace_writable(server, res, ns, &given).await?;
     }

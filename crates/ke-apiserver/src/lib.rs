@@ -25,6 +25,7 @@ pub mod request;
 pub mod schema;
 pub mod selectors;
 pub mod serve;
+mod services;
 pub mod status;
 pub mod storage;
 pub mod strategy;

@@ -60,6 +60,8 @@ pub struct ApiServer<S> {
     pub(crate) pod_streams: Option<Arc<dyn PodStreams>>,
     /// The OpenAPI documents of the catalog they were built from (rebuilt when CRDs change).
     openapi: Arc<Mutex<Option<OpenApiCache>>>,
+    /// Serializes Service creates (see [`crate::services`]).
+    pub(crate) service_allocation: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl<S: Storage> ApiServer<S> {
@@ -72,6 +74,7 @@ impl<S: Storage> ApiServer<S> {
             registry: Arc::new(Registry::default()),
             pod_streams: None,
             openapi: Arc::default(),
+            service_allocation: Arc::default(),
         };
         server
             .reload_custom_resources()

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::registry::ResourceInfo;
 use crate::status::ApiError;
-use crate::{crd, defaults, meta};
+use crate::{crd, defaults, meta, services};
 
 /// Before a create, once the server-owned metadata is set.
 pub fn prepare_create(res: &ResourceInfo, obj: &mut Value) {
@@ -25,6 +25,9 @@ pub fn named(res: &ResourceInfo, obj: &mut Value, name: &str) {
 
 /// Before an update (PUT, PATCH, a status write), once the server-owned metadata is restored.
 pub fn prepare_update(res: &ResourceInfo, current: &Value, next: &mut Value) {
+    if res.is("", "services") {
+        services::keep_allocations(current, next);
+    }
     normalize(res, next, Some(current));
 }
 

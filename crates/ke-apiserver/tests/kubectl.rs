@@ -668,3 +668,83 @@ async fn validation_tables_describe_explain_edit() {
         o.stderr
     );
 }
+
+/// kubectl's typed clients send protobuf; every generator a user types first must work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imperative_generators_send_protobuf() {
+    let c = start().await;
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox:1.36",
+        "--replicas=0",
+        "--port=80",
+        "--",
+        "sleep",
+        "3600",
+    ])
+    .await;
+    let d = c.json(&["get", "deploy", "web"]).await;
+    assert_eq!(
+        d["spec"]["replicas"], 0,
+        "an explicit zero survives decoding: {d}"
+    );
+    let container = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["command"], serde_json::json!(["sleep", "3600"]));
+    assert_eq!(container["ports"][0]["containerPort"], 80);
+    assert!(
+        container.get("stdin").is_none(),
+        "omitempty zeros are dropped: {container}"
+    );
+    c.ok(&[
+        "run",
+        "one",
+        "--image=busybox",
+        "--env=A=1",
+        "--labels=tier=edge",
+        "--",
+        "sleep",
+        "10",
+    ])
+    .await;
+    let p = c.json(&["get", "pod", "one"]).await;
+    assert_eq!(p["metadata"]["labels"]["tier"], "edge");
+    assert_eq!(p["spec"]["containers"][0]["env"][0]["value"], "1");
+    c.ok(&[
+        "create",
+        "job",
+        "once",
+        "--image=busybox",
+        "--",
+        "echo",
+        "hi",
+    ])
+    .await;
+    assert_eq!(
+        c.json(&["get", "job", "once"]).await["spec"]["template"]["spec"]["restartPolicy"],
+        "Never"
+    );
+
+    // Services get a cluster IP and node ports; an apply that omits them keeps them.
+    c.ok(&["create", "service", "nodeport", "np", "--tcp=80:8080"])
+        .await;
+    c.ok(&["expose", "deployment", "web", "--port=80"]).await;
+    let np = c.json(&["get", "svc", "np"]).await;
+    let ip = np["spec"]["clusterIP"].as_str().unwrap().to_owned();
+    assert!(ip.starts_with("10.96."), "{np}");
+    let node_port = np["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    assert!((30000..=32767).contains(&node_port), "{np}");
+    let web = c.json(&["get", "svc", "web"]).await;
+    assert_ne!(web["spec"]["clusterIP"], np["spec"]["clusterIP"]);
+    let f = c.file(
+        "np.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: np\nspec:\n  type: NodePort\n  selector: {app: np}\n  ports: [{name: 80-8080, port: 80, targetPort: 8080}]\n",
+    );
+    c.ok(&["apply", "-f", path(&f)]).await;
+    let again = c.json(&["get", "svc", "np"]).await;
+    assert_eq!(again["spec"]["clusterIP"], ip.as_str());
+    assert_eq!(again["spec"]["ports"][0]["nodePort"], node_port);
+    let table = c.ok(&["get", "svc", "np"]).await;
+    assert!(table.contains(&format!("80:{node_port}/TCP")), "{table}");
+}
