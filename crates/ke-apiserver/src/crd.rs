@@ -199,6 +199,7 @@ pub fn resources(crd: &Value) -> Vec<ResourceInfo> {
             verbs: ALL_VERBS,
             categories: strings(&names["categories"]),
             status_subresource: v.pointer("/subresources/status").is_some(),
+            scale_subresource: false,
             field_labels: &[],
             schema: Schema::Custom(Arc::new(openapi::custom_schema(
                 v.pointer("/schema/openAPIV3Schema").unwrap_or(&json!({

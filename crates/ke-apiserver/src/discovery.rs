@@ -108,6 +108,12 @@ pub fn resource_list(catalog: &Catalog, group: &str, version: &str) -> Value {
         if r.status_subresource {
             resources.push(subresource_entry(r, "status", &r.kind, STATUS_VERBS));
         }
+        if r.scale_subresource {
+            let mut scale = subresource_entry(r, "scale", "Scale", STATUS_VERBS);
+            scale["group"] = json!("autoscaling");
+            scale["version"] = json!("v1");
+            resources.push(scale);
+        }
         if r.is("", "pods") {
             for (sub, kind, verbs) in POD_SUBRESOURCES {
                 resources.push(subresource_entry(r, sub, kind, verbs));

@@ -19,7 +19,7 @@ use crate::selectors::{FieldSelector, LabelSelector};
 use crate::server::ApiServer;
 use crate::status::{self, ApiError};
 use crate::storage::{ListOptions, Revision, Storage, StorageError, StoredObject};
-use crate::{fields, openapi, pods, proto, services, strategy, table};
+use crate::{apply, fields, managed, openapi, pods, proto, scale, services, strategy, table};
 use crate::{json_response, watch};
 
 /// How often a read-modify-write is retried when another writer got in between.
@@ -61,6 +61,18 @@ async fn handle_verb<S: Storage>(
         )));
     }
     let sub = rr.subresource.as_deref();
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let manager = managed::manager_name(query.get("fieldManager").map(String::as_str), user_agent);
+    let write = Write {
+        dry_run,
+        manager: Some(&manager),
+    };
+    if sub == Some("scale") {
+        let name = rr.name.as_deref().unwrap_or_default();
+        return scale_request(server, res, ns, name, method, headers, body, write).await;
+    }
     if sub == Some("binding") || res.create_only {
         if method != Method::POST {
             return Err(ApiError::method_not_allowed(format!(
@@ -123,7 +135,7 @@ async fn handle_verb<S: Storage>(
             let body = server.read_body(headers, body).await?;
             let mut obj = parse_request_object(headers, &body)?;
             let warnings = fields::enforce(res, directive, &mut obj)?;
-            let created = create_object(server, res, ns, obj, dry_run).await?;
+            let created = create_object(server, res, ns, obj, write).await?;
             Ok(with_warnings(
                 json_response(StatusCode::CREATED, &created),
                 &warnings,
@@ -141,7 +153,7 @@ async fn handle_verb<S: Storage>(
                     "the name of the object ({body_name}) does not match the name on the URL ({name})"
                 )));
             }
-            let updated = update_object(server, res, ns, name, Part::of(sub), dry_run, |_| {
+            let updated = update_object(server, res, ns, name, Part::of(sub), write, |_| {
                 Ok(obj.clone())
             })
             .await?;
@@ -155,13 +167,27 @@ async fn handle_verb<S: Storage>(
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
+            if ct.split(';').next().map(str::trim) == Some(apply::CONTENT_TYPE) {
+                let body = server.read_body(headers, body).await?;
+                let request = apply::ApplyRequest {
+                    res,
+                    ns,
+                    name,
+                    subresource: sub,
+                    query: &query,
+                    body: &body,
+                    dry_run,
+                };
+                let (resp, warnings) = apply::serve(server, request).await?;
+                return Ok(with_warnings(resp, &warnings));
+            }
             let kind = PatchType::from_content_type(ct)
                 .filter(|k| !(res.is_custom() && *k == PatchType::Strategic))
                 .ok_or_else(|| ApiError::unsupported_media_type(ct))?;
             let directive = fields::Directive::from_query(&query)?;
             let body = server.read_body(headers, body).await?;
             let warnings = std::sync::Mutex::new(Vec::new());
-            let updated = update_object(server, res, ns, name, Part::of(sub), dry_run, |cur| {
+            let updated = update_object(server, res, ns, name, Part::of(sub), write, |cur| {
                 let mut patched = patch::apply(kind, openapi::root(res), cur, &body).map_err(|e| match e {
                     patch::PatchError::TestFailed { .. } => ApiError::new(
                         422,
@@ -239,6 +265,54 @@ async fn handle_verb<S: Storage>(
             sub.map(|s| format!("/{s}")).unwrap_or_default()
         ))),
     }
+}
+
+/// `GET|PUT|PATCH <workload>/scale`.
+#[allow(clippy::too_many_arguments)]
+async fn scale_request<S: Storage>(
+    server: &ApiServer<S>,
+    res: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    method: Method,
+    headers: &HeaderMap,
+    body: Body,
+    write: Write<'_>,
+) -> Result<Response, ApiError> {
+    let current = get_object(server, res, ns, name).await?;
+    let patch_kind = match method {
+        Method::GET => return Ok(json_response(StatusCode::OK, &scale::of(&current))),
+        Method::PUT => None,
+        Method::PATCH => {
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            Some(
+                PatchType::from_content_type(ct)
+                    .ok_or_else(|| ApiError::unsupported_media_type(ct))?,
+            )
+        }
+        m => {
+            return Err(ApiError::method_not_allowed(format!(
+                "{m} is not supported on {}/scale",
+                res.plural
+            )));
+        }
+    };
+    let body = server.read_body(headers, body).await?;
+    let updated = update_object(server, res, ns, name, Part::Main, write, |cur| {
+        let replicas = scale::requested(res, cur, patch_kind, &body)?;
+        let mut next = cur.clone();
+        let spec = next
+            .get_mut("spec")
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| ApiError::invalid(res, name, "spec", "Required value"))?;
+        spec.insert("replicas".into(), json!(replicas));
+        Ok(next)
+    })
+    .await?;
+    Ok(json_response(StatusCode::OK, &scale::of(&updated)))
 }
 
 /// Adds one `Warning: 299 - "<text>"` header per warning, as kube-apiserver reports dropped
@@ -348,7 +422,7 @@ fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
 }
 
 /// Fills `apiVersion`/`kind` when absent; refuses an object of another kind.
-fn check_type(res: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
+pub(crate) fn check_type(res: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
     let want_av = res.api_version();
     let Value::Object(root) = obj else {
         return Err(ApiError::bad_request("the object must be a json object"));
@@ -431,8 +505,9 @@ pub(crate) async fn create_object<S: Storage>(
     res: &ResourceInfo,
     ns: Option<&str>,
     mut obj: Value,
-    dry_run: bool,
+    write: Write<'_>,
 ) -> Result<Value, ApiError> {
+    let dry_run = write.dry_run;
     check_type(res, &mut obj)?;
     let meta = metadata_mut(&mut obj)?;
     if res.namespaced {
@@ -502,6 +577,16 @@ pub(crate) async fn create_object<S: Storage>(
         metadata_mut(&mut obj)?.insert("name".into(), json!(name));
         strategy::named(res, &mut obj, &name);
         strategy::validate(res, &obj, &name)?;
+        if let Some(manager) = write.manager {
+            managed::record_update(
+                openapi::root(res),
+                None,
+                &mut obj,
+                manager,
+                &res.api_version(),
+                "",
+            );
+        }
         if dry_run {
             return Ok(obj);
         }
@@ -533,7 +618,23 @@ pub(crate) enum Part {
     Whole,
 }
 
+/// How a write is made: for real or as a dry run, and by which field manager (none for the
+/// server's own writes).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Write<'a> {
+    pub dry_run: bool,
+    pub manager: Option<&'a str>,
+}
+
 impl Part {
+    /// The subresource a managedFields entry records for a write of this part.
+    fn subresource(self) -> &'static str {
+        match self {
+            Part::Status => "status",
+            Part::Main | Part::Whole => "",
+        }
+    }
+
     fn of(subresource: Option<&str>) -> Part {
         match subresource {
             Some("status") => Part::Status,
@@ -552,13 +653,14 @@ pub(crate) async fn update_object<S, F>(
     ns: Option<&str>,
     name: &str,
     part: Part,
-    dry_run: bool,
+    write: Write<'_>,
     mutate: F,
 ) -> Result<Value, ApiError>
 where
     S: Storage,
     F: Fn(&Value) -> Result<Value, ApiError>,
 {
+    let dry_run = write.dry_run;
     let key = res.key(ns, name);
     for _ in 0..MAX_ATTEMPTS {
         let stored = server
@@ -586,7 +688,17 @@ where
             return Err(ApiError::conflict(res, name));
         }
         check_type(res, &mut candidate)?;
-        let next = prepare_update(res, &current, candidate, part, name)?;
+        let mut next = prepare_update(res, &current, candidate, part, name)?;
+        if let Some(manager) = write.manager {
+            managed::record_update(
+                openapi::root(res),
+                Some(&current),
+                &mut next,
+                manager,
+                &res.api_version(),
+                part.subresource(),
+            );
+        }
         if strip_rv(&next) == strip_rv(&current) {
             return Ok(current);
         }

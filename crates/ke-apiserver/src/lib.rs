@@ -8,6 +8,7 @@
 //! [`status`] renders every failure as a `metav1.Status`; [`serve`] runs the router over mutual
 //! TLS, and [`kubeconfig`] writes the admin credentials for it.
 
+mod apply;
 pub mod crd;
 pub mod defaults;
 pub mod discovery;
@@ -15,6 +16,7 @@ pub mod fields;
 pub mod handlers;
 pub mod jsonpath;
 pub mod kubeconfig;
+pub mod managed;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
@@ -22,6 +24,7 @@ pub mod pods;
 pub mod proto;
 pub mod registry;
 pub mod request;
+mod scale;
 pub mod schema;
 pub mod selectors;
 pub mod serve;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::handlers::{self, Part};
+use crate::handlers::{self, Part, Write};
 use crate::registry::ResourceInfo;
 use crate::server::ApiServer;
 use crate::status::ApiError;
@@ -94,7 +94,10 @@ pub(crate) async fn bind<S: Storage>(
         Some(ns),
         name,
         Part::Whole,
-        dry_run,
+        Write {
+            dry_run,
+            manager: None,
+        },
         |current| assign(pod_res, current, &node, annotations.as_ref()),
     )
     .await?;

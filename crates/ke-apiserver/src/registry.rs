@@ -71,6 +71,8 @@ pub struct ResourceInfo {
     /// Whether `<plural>/status` is served (PUT/PATCH there touch only `.status`, and the main
     /// resource's writes leave `.status` alone).
     pub status_subresource: bool,
+    /// Whether `<plural>/scale` (an `autoscaling/v1` Scale over `spec.replicas`) is served.
+    pub scale_subresource: bool,
     /// Field-selector labels beyond `metadata.name`/`metadata.namespace`.
     pub field_labels: &'static [&'static str],
     pub schema: Schema,
@@ -167,6 +169,7 @@ impl Builtin {
             verbs: ALL_VERBS,
             categories: Vec::new(),
             status_subresource: false,
+            scale_subresource: false,
             field_labels: &[],
             schema: Schema::Builtin(schema),
             columns: Vec::new(),
@@ -186,6 +189,11 @@ impl Builtin {
 
     fn status(mut self) -> Self {
         self.0.status_subresource = true;
+        self
+    }
+
+    fn scale(mut self) -> Self {
+        self.0.scale_subresource = true;
         self
     }
 
@@ -295,10 +303,12 @@ fn builtins() -> Vec<ResourceInfo> {
             "io.k8s.api.coordination.v1.Lease",
         ),
         apps("Deployment", "deployments", "io.k8s.api.apps.v1.Deployment")
+            .scale()
             .short(&["deploy"])
             .all()
             .status(),
         apps("ReplicaSet", "replicasets", "io.k8s.api.apps.v1.ReplicaSet")
+            .scale()
             .short(&["rs"])
             .all()
             .status(),
@@ -311,6 +321,7 @@ fn builtins() -> Vec<ResourceInfo> {
             "statefulsets",
             "io.k8s.api.apps.v1.StatefulSet",
         )
+        .scale()
         .short(&["sts"])
         .all()
         .status(),

@@ -104,6 +104,7 @@ fn resource(
     }
     if let Some(sub) = sub
         && !(sub == "status" && res.status_subresource
+            || sub == "scale" && res.scale_subresource
             || res.is("", "pods") && POD_SUBRESOURCES.contains(&sub))
     {
         return Err(NoRoute);

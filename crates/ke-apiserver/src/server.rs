@@ -83,7 +83,11 @@ impl<S: Storage> ApiServer<S> {
         let ns = server.catalog().builtin_resource("", "namespaces");
         for name in INITIAL_NAMESPACES {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-            match handlers::create_object(&server, &ns, None, body, false).await {
+            let write = handlers::Write {
+                dry_run: false,
+                manager: None,
+            };
+            match handlers::create_object(&server, &ns, None, body, write).await {
                 Ok(_) => {}
                 Err(e) if e.reason == "AlreadyExists" => {}
                 Err(e) => return Err(StorageError::Backend(e.message)),

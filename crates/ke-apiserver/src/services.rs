@@ -123,13 +123,16 @@ pub(crate) async fn allocate<S: Storage>(
         }
     }
     if matches!(type_.as_str(), "NodePort" | "LoadBalancer") {
-        for p in spec
+        let ports = spec
             .get_mut("ports")
             .and_then(Value::as_array_mut)
             .into_iter()
-            .flatten()
-        {
-            let wanted = p["nodePort"].as_i64().filter(|n| *n != 0);
+            .flatten();
+        for p in ports.filter_map(Value::as_object_mut) {
+            let wanted = p
+                .get("nodePort")
+                .and_then(Value::as_i64)
+                .filter(|n| *n != 0);
             let port = match wanted {
                 Some(n) if !NODE_PORTS.contains(&n) => {
                     return Err(ApiError::invalid(
@@ -158,7 +161,7 @@ pub(crate) async fn allocate<S: Storage>(
                     })?,
             };
             used_ports.insert(port);
-            p["nodePort"] = json!(port);
+            p.insert("nodePort".into(), json!(port));
         }
     }
     Ok(())
@@ -181,20 +184,22 @@ pub(crate) fn keep_allocations(current: &Value, next: &mut Value) {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    for p in spec
+    let ports = spec
         .get_mut("ports")
         .and_then(Value::as_array_mut)
         .into_iter()
-        .flatten()
-    {
-        if p["nodePort"].as_i64().is_some_and(|n| n != 0) {
+        .flatten();
+    for p in ports.filter_map(Value::as_object_mut) {
+        if p.get("nodePort")
+            .and_then(Value::as_i64)
+            .is_some_and(|n| n != 0)
+        {
             continue;
         }
-        if let Some(old) = old_ports
-            .iter()
-            .find(|o| o["port"] == p["port"] && o.get("nodePort").is_some())
-        {
-            p["nodePort"] = old["nodePort"].clone();
+        let same_port =
+            |o: &&Value| Some(&o["port"]) == p.get("port") && o.get("nodePort").is_some();
+        if let Some(old) = old_ports.iter().find(same_port) {
+            p.insert("nodePort".into(), old["nodePort"].clone());
         }
     }
 }

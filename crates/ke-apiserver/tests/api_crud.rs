@@ -259,7 +259,14 @@ async fn patches() {
     assert_eq!(code, StatusCode::BAD_REQUEST);
     let (code, _) = s.patch(&url, "application/merge-patch+json", "{").await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
-    let (code, _) = s.patch(&url, "application/apply-patch+yaml", "a: b").await;
+    // Server-side apply needs a field manager.
+    let (code, v) = s.patch(&url, "application/apply-patch+yaml", "a: b").await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(
+        v["message"].as_str().unwrap().contains("fieldManager"),
+        "{v}"
+    );
+    let (code, _) = s.patch(&url, "application/x-unknown", "{}").await;
     assert_eq!(code, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     // A resourceVersion in a patch is a precondition.
     let (code, v) = s

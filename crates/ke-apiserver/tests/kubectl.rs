@@ -748,3 +748,100 @@ async fn imperative_generators_send_protobuf() {
     let table = c.ok(&["get", "svc", "np"]).await;
     assert!(table.contains(&format!("80:{node_port}/TCP")), "{table}");
 }
+
+fn deployment(containers: &[(&str, &str)], replicas: u32, labels: bool) -> String {
+    let mut y = String::from("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n");
+    if labels {
+        y.push_str("  labels: {tier: front}\n");
+    }
+    y.push_str(&format!(
+        "spec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:\n"
+    ));
+    for (name, image) in containers {
+        y.push_str(&format!("      - {{name: {name}, image: \"{image}\"}}\n"));
+    }
+    y
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_apply_conflicts_scale_and_set_image() {
+    let c = start().await;
+    let f = c.file("web.yaml", &deployment(&[("c", "busybox:1.36")], 2, true));
+    let out = c.ok(&["apply", "--server-side", "-f", path(&f)]).await;
+    assert!(out.contains("serverside-applied"), "{out}");
+    let d = c
+        .json(&["get", "deploy", "web", "--show-managed-fields"])
+        .await;
+    let mf = &d["metadata"]["managedFields"][0];
+    assert_eq!(
+        (mf["manager"].as_str(), mf["operation"].as_str()),
+        (Some("kubectl"), Some("Apply"))
+    );
+
+    c.ok(&["scale", "deploy", "web", "--replicas=5"]).await;
+    assert_eq!(
+        c.json(&["get", "deploy", "web"]).await["spec"]["replicas"],
+        5
+    );
+    let o = c.run(&["apply", "--server-side", "-f", path(&f)]).await;
+    assert!(
+        !o.ok
+            && o.stderr.contains("Apply failed with 1 conflict")
+            && o.stderr.contains(".spec.replicas"),
+        "{}",
+        o.stderr
+    );
+    c.ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        path(&f),
+    ])
+    .await;
+    assert_eq!(
+        c.json(&["get", "deploy", "web"]).await["spec"]["replicas"],
+        2
+    );
+
+    // A field the manager stops applying is removed.
+    c.file("web.yaml", &deployment(&[("c", "busybox:1.36")], 2, false));
+    c.ok(&["apply", "--server-side", "-f", path(&f)]).await;
+    let d = c.json(&["get", "deploy", "web"]).await;
+    assert!(d["metadata"].get("labels").is_none(), "{}", d["metadata"]);
+
+    c.ok(&["set", "image", "deploy/web", "c=busybox:1.37"])
+        .await;
+    let d = c.json(&["get", "deploy", "web"]).await;
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "busybox:1.37"
+    );
+}
+
+/// Client-side apply computes strategic patches from the OpenAPI extensions; removing a container
+/// from the manifest must remove it from the object, keeping the others by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_side_apply_merges_lists_by_key() {
+    let c = start().await;
+    let f = c.file(
+        "web.yaml",
+        &deployment(&[("a", "busybox:1"), ("b", "busybox:2")], 1, true),
+    );
+    c.ok(&["apply", "-f", path(&f)]).await;
+    c.file("web.yaml", &deployment(&[("b", "busybox:3")], 1, true));
+    c.ok(&["apply", "-f", path(&f)]).await;
+    let d = c.json(&["get", "deploy", "web"]).await;
+    let containers = d["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert_eq!(containers[0]["name"], "b");
+    assert_eq!(containers[0]["image"], "busybox:3");
+    // Server defaults on the remaining container survive the patch.
+    assert_eq!(
+        containers[0]["terminationMessagePath"],
+        "/dev/termination-log"
+    );
+}
