@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use ke_apiserver::kubeconfig::Pki;
-use ke_apiserver::storage::sqlite::SqliteStorage;
+use ke_apiserver::storage::sqlite::{SqliteOptions, SqliteStorage};
 use ke_apiserver::{ApiServer, ServerConfig, serve};
 use tokio::net::TcpListener;
 
@@ -25,11 +25,17 @@ struct Args {
     /// Serve plain HTTP without authentication. For tests only.
     #[arg(long)]
     insecure_http: bool,
+    /// Revisions of change history kept for watches to resume from; a watch from an older
+    /// resourceVersion gets 410 Gone and must relist (0 = never compact).
+    #[arg(long, default_value_t = SqliteOptions::default().keep_revisions)]
+    keep_revisions: u64,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -38,7 +44,14 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let db = args.data_dir.join("apiserver.db");
-    let storage = SqliteStorage::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    let options = SqliteOptions {
+        keep_revisions: args.keep_revisions,
+        // Compact in steps of a tenth of the history, as the default policy does.
+        compact_every: (args.keep_revisions / 10).max(1),
+        ..SqliteOptions::default()
+    };
+    let storage = SqliteStorage::open_with(&db, options)
+        .with_context(|| format!("opening {}", db.display()))?;
     let server = ApiServer::new(storage, ServerConfig::default())
         .await
         .context("initialising the store")?;
@@ -47,7 +60,18 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
     };
 
     if args.insecure_http {

@@ -4,7 +4,7 @@ mod apisupport;
 
 use apisupport::{cm, names, start};
 use axum::http::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const CMS: &str = "/api/v1/namespaces/default/configmaps";
 
@@ -526,4 +526,99 @@ async fn cluster_scoped_and_other_groups() {
         StatusCode::UNPROCESSABLE_ENTITY,
         "service names are DNS-1035"
     );
+}
+
+/// Replaces a random subtree of `v` by a value of a random other type.
+fn mutate(v: &mut Value, rng: &mut fastrand::Rng) {
+    let garbage = |rng: &mut fastrand::Rng| match rng.u8(0..7) {
+        0 => Value::Null,
+        1 => json!(rng.bool()),
+        2 => json!(rng.i64(..)),
+        3 => json!(-1.5e300),
+        4 => json!("\u{0}<&>\u{fffd}".repeat(rng.usize(0..4))),
+        5 => json!([1, "two", {"three": [null]}]),
+        _ => json!({"$patch": "delete", "": {}}),
+    };
+    match v {
+        Value::Object(m) if !m.is_empty() && rng.u8(0..4) != 0 => {
+            let i = rng.usize(0..m.len());
+            let child = m.values_mut().nth(i).unwrap();
+            mutate(child, rng);
+        }
+        Value::Array(a) if !a.is_empty() && rng.u8(0..4) != 0 => {
+            let i = rng.usize(0..a.len());
+            mutate(&mut a[i], rng);
+        }
+        _ => *v = garbage(rng),
+    }
+}
+
+/// Garbage manifests of every shape — wrong types anywhere, hostile strings, directives where
+/// they do not belong, absurd nesting — get a Status error or are stored; the server never
+/// answers 500 and keeps serving.
+#[tokio::test]
+async fn garbage_never_crashes_the_server() {
+    let s = start().await;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "b"}},
+        "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}],
+            "env": [{"name": "E", "valueFrom": {"configMapKeyRef": {"name": "x", "key": "y"}}}]}],
+            "tolerations": [{"key": "k"}]}});
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {"labels": {"a": "b"}}, "spec": pod["spec"].clone()}}});
+    let targets = [
+        ("/api/v1/namespaces/default/pods", &pod),
+        ("/apis/apps/v1/namespaces/default/deployments", &deploy),
+    ];
+    let mut seed = pod.clone();
+    seed["metadata"]["name"] = json!("seed");
+    let (code, v) = s.post(targets[0].0, &seed).await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut outcomes = std::collections::BTreeMap::<u16, usize>::new();
+    for round in 0..300 {
+        let (url, base) = targets[round % targets.len()];
+        let mut body = base.clone();
+        for _ in 0..rng.usize(1..4) {
+            mutate(&mut body, &mut rng);
+        }
+        if let Some(m) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.insert("name".into(), json!(format!("g{round}")));
+        }
+        let (code, v) = s
+            .call(Method::POST, url, "application/json", body.to_string())
+            .await;
+        assert!(code.as_u16() < 500, "{code} for {body}: {v}");
+        if !code.is_success() {
+            assert_eq!(v["kind"], "Status", "{v}");
+        }
+        *outcomes.entry(code.as_u16()).or_default() += 1;
+        // The same garbage as every kind of patch on an existing object.
+        if let Some(m) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.insert("name".into(), json!("seed"));
+        }
+        let seed_url = format!("{}/seed?fieldManager=fuzz", targets[0].0);
+        for ct in [
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+            "application/json-patch+json",
+            "application/apply-patch+yaml",
+        ] {
+            let (code, v) = s.call(Method::PATCH, &seed_url, ct, body.to_string()).await;
+            assert!(code.as_u16() < 500, "{code} for {ct} {body}: {v}");
+            *outcomes.entry(code.as_u16()).or_default() += 1;
+        }
+    }
+    // Both accepted and refused inputs were exercised.
+    assert!(
+        outcomes.keys().any(|c| *c < 300) && outcomes.keys().any(|c| *c >= 400),
+        "{outcomes:?}"
+    );
+    let deep = format!("{}{}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
+    let (code, _) = s
+        .call(Method::POST, targets[0].0, "application/json", deep)
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let (code, _) = s.get("/api/v1/namespaces/default/pods").await;
+    assert_eq!(code, StatusCode::OK);
 }
