@@ -19,7 +19,7 @@ use crate::selectors::{FieldSelector, LabelSelector};
 use crate::server::ApiServer;
 use crate::status::{self, ApiError};
 use crate::storage::{ListOptions, Revision, Storage, StorageError, StoredObject};
-use crate::{apply, fields, managed, openapi, pods, proto, scale, services, strategy, table};
+use crate::{apply, fields, managed, openapi, pods, proto, scale, services, skim, strategy, table};
 use crate::{json_response, watch};
 
 /// How often a read-modify-write is retried when another writer got in between.
@@ -109,19 +109,15 @@ async fn handle_verb<S: Storage>(
         }
         (Method::GET, None) => {
             let list = list_objects(server, res, ns, &query).await?;
-            Ok(match (table, list.as_object()) {
-                (Some(include), Some(l)) => {
-                    let items = l
-                        .get("items")
-                        .and_then(Value::as_array)
-                        .map(Vec::as_slice)
-                        .unwrap_or_default();
+            Ok(match table {
+                Some(include) => {
+                    let items = list.values(res)?;
                     json_response(
                         StatusCode::OK,
-                        &table::render(res, items, table::list_meta(l), include),
+                        &table::render(res, &items, list.meta.clone(), include),
                     )
                 }
-                _ => json_response(StatusCode::OK, &list),
+                None => crate::json_bytes_response(StatusCode::OK, list.to_json_bytes(res)?),
             })
         }
         (Method::POST, None) => {
@@ -243,7 +239,7 @@ async fn handle_verb<S: Storage>(
             let dry_run = dry_run || opts.dry_run;
             let list = list_objects(server, res, ns, &query).await?;
             let mut gone = Vec::new();
-            for item in list["items"].as_array().into_iter().flatten() {
+            for item in &list.values(res)? {
                 let name = item
                     .pointer("/metadata/name")
                     .and_then(Value::as_str)
@@ -255,8 +251,12 @@ async fn handle_verb<S: Storage>(
                     Err(e) => return Err(e),
                 }
             }
-            let mut out = list;
-            out["items"] = Value::Array(gone);
+            let out = json!({
+                "kind": res.list_kind(),
+                "apiVersion": res.api_version(),
+                "metadata": list.meta,
+                "items": gone,
+            });
             Ok(json_response(StatusCode::OK, &out))
         }
         (m, _) => Err(ApiError::method_not_allowed(format!(
@@ -1118,6 +1118,27 @@ impl Selectors {
     pub fn matches(&self, obj: &Value) -> bool {
         self.label.matches(obj) && self.field.matches(obj)
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.label.is_empty() && self.field.is_empty()
+    }
+
+    /// Whether a stored object can match, judged from only the fields the selectors read
+    /// (see [`crate::skim`]); `true` when that cannot be told without decoding it.
+    pub fn may_match_raw(&self, raw: &[u8]) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let mut paths: Vec<Vec<&str>> = self
+            .field
+            .fields()
+            .map(|f| f.split('.').collect())
+            .collect();
+        if !self.label.is_empty() {
+            paths.push(vec!["metadata", "labels"]);
+        }
+        skim::sparse(raw, &paths).is_none_or(|sparse| self.matches(&sparse))
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -1135,7 +1156,7 @@ pub(crate) async fn list_objects<S: Storage>(
     res: &ResourceInfo,
     ns: Option<&str>,
     q: &Query,
-) -> Result<Value, ApiError> {
+) -> Result<ObjectList, ApiError> {
     let sel = Selectors::parse(res, q)?;
     let limit = match q.get("limit").map(String::as_str) {
         None | Some("") | Some("0") => None,
@@ -1174,9 +1195,11 @@ pub(crate) async fn list_objects<S: Storage>(
         revision.get_or_insert(page.revision);
         let count = page.items.len();
         for (i, stored) in page.items.iter().enumerate() {
-            let obj = decode_as(res, stored)?;
-            if sel.matches(&obj) {
-                items.push(obj);
+            // Without selectors nothing is decoded; with them, only what the skim keeps.
+            if sel.is_empty()
+                || sel.may_match_raw(&stored.value) && sel.matches(&decode_as(res, stored)?)
+            {
+                items.push(stored.clone());
             }
             if limit.is_some_and(|l| items.len() >= l) {
                 if i + 1 < count || page.continue_after.is_some() {
@@ -1200,10 +1223,108 @@ pub(crate) async fn list_objects<S: Storage>(
         .map_err(|e| ApiError::internal(e.to_string()))?;
         list_meta["continue"] = json!(URL_SAFE_NO_PAD.encode(tok));
     }
-    Ok(json!({
-        "kind": res.list_kind(),
-        "apiVersion": res.api_version(),
-        "metadata": list_meta,
-        "items": items,
-    }))
+    Ok(ObjectList {
+        meta: list_meta,
+        items,
+    })
+}
+
+/// The result of a LIST: the matching objects as stored, and the list's metadata.
+pub(crate) struct ObjectList {
+    pub meta: Value,
+    pub items: Vec<StoredObject>,
+}
+
+impl ObjectList {
+    /// The items as JSON values (for Tables and deletecollection).
+    pub fn values(&self, res: &ResourceInfo) -> Result<Vec<Value>, ApiError> {
+        self.items.iter().map(|o| decode_as(res, o)).collect()
+    }
+
+    /// The `<Kind>List` body, written from the stored bytes: a LIST of 10,000 pods must not
+    /// build 10,000 JSON trees only to serialize them again.
+    pub fn to_json_bytes(&self, res: &ResourceInfo) -> Result<Vec<u8>, ApiError> {
+        let mut out =
+            Vec::with_capacity(self.items.iter().map(|o| o.value.len() + 32).sum::<usize>() + 256);
+        let head = json!({ "kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": self.meta });
+        let head = serde_json::to_vec(&head).map_err(|e| ApiError::internal(e.to_string()))?;
+        // `{...}` without its closing brace, then the items.
+        out.extend_from_slice(&head[..head.len() - 1]);
+        out.extend_from_slice(b",\"items\":[");
+        for (i, stored) in self.items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            match present_raw(res, stored) {
+                Some(bytes) => out.extend_from_slice(&bytes),
+                None => {
+                    let v = decode_as(res, stored)?;
+                    serde_json::to_writer(&mut out, &v)
+                        .map_err(|e| ApiError::internal(e.to_string()))?;
+                }
+            }
+        }
+        out.extend_from_slice(b"]}");
+        Ok(out)
+    }
+}
+
+/// What [`decode_as`] would serialize to, made by splicing `resourceVersion` into the stored
+/// bytes. `None` when that is not possible (custom resources get their `apiVersion` rewritten;
+/// an object without a `metadata` object).
+fn present_raw(res: &ResourceInfo, stored: &StoredObject) -> Option<Vec<u8>> {
+    use serde_json::value::RawValue;
+    if res.is_custom() {
+        return None;
+    }
+    let raw: &[u8] = &stored.value;
+    let top: std::collections::HashMap<&str, &RawValue> = serde_json::from_slice(raw).ok()?;
+    let meta = top.get("metadata")?.get();
+    let start = (meta.as_ptr() as usize).checked_sub(raw.as_ptr() as usize)?;
+    if raw.get(start) != Some(&b'{') {
+        return None;
+    }
+    let empty = meta[1..].trim_start().starts_with('}');
+    let mut out = Vec::with_capacity(raw.len() + 32);
+    out.extend_from_slice(&raw[..=start]);
+    out.extend_from_slice(format!("\"resourceVersion\":\"{}\"", stored.mod_revision).as_bytes());
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(&raw[start + 1..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Catalog;
+
+    #[test]
+    fn spliced_list_items_equal_decoded_ones() {
+        let pods = Catalog::builtin().builtin_resource("", "pods");
+        for value in [
+            r#"{"apiVersion":"v1","kind":"Pod","spec":{"template":{"metadata":{"x":1}}},"metadata":{"name":"p"}}"#,
+            r#"{"metadata":{},"kind":"Pod"}"#,
+            r#"{"metadata": { "name" : "spaced" }}"#,
+        ] {
+            let stored = StoredObject {
+                key: "/core/pods/default/p".into(),
+                value: value.as_bytes().to_vec().into(),
+                create_revision: 3,
+                mod_revision: 7,
+            };
+            let spliced: Value =
+                serde_json::from_slice(&present_raw(&pods, &stored).unwrap()).unwrap();
+            assert_eq!(spliced, decode_as(&pods, &stored).unwrap(), "{value}");
+            assert_eq!(spliced["metadata"]["resourceVersion"], "7");
+        }
+        let no_meta = StoredObject {
+            key: "k".into(),
+            value: br#"{"metadata":"odd"}"#.to_vec().into(),
+            create_revision: 1,
+            mod_revision: 1,
+        };
+        assert!(present_raw(&pods, &no_meta).is_none());
+    }
 }

@@ -29,6 +29,7 @@ pub mod schema;
 pub mod selectors;
 pub mod serve;
 mod services;
+mod skim;
 pub mod status;
 pub mod storage;
 pub mod strategy;
@@ -46,8 +47,18 @@ use axum::response::{IntoResponse, Response};
 
 /// A JSON response with the content type kubectl expects.
 pub(crate) fn json_response(code: StatusCode, body: &serde_json::Value) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut resp = (code, bytes).into_response();
+    json_bytes_response(
+        code,
+        serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec()),
+    )
+}
+
+/// Already-serialized JSON as a response.
+pub(crate) fn json_bytes_response(
+    code: StatusCode,
+    bytes: impl Into<axum::body::Body>,
+) -> Response {
+    let mut resp = (code, bytes.into()).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -228,6 +228,11 @@ impl FieldSelector {
         self.0.is_empty()
     }
 
+    /// The fields this selector reads.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(f, _, _)| f.as_str())
+    }
+
     /// The `metadata.name=<x>` requirement, which lets a list read one key instead of a prefix.
     pub fn exact_name(&self) -> Option<&str> {
         self.0

@@ -222,10 +222,12 @@ async fn dispatch<S: Storage>(State(server): State<ApiServer<S>>, req: Request) 
             .into_response();
         }
         Route::Health => return (StatusCode::OK, "ok").into_response(),
-        Route::OpenApiIndex => return json_bytes(server.openapi().index()),
+        Route::OpenApiIndex => {
+            return crate::json_bytes_response(StatusCode::OK, server.openapi().index());
+        }
         Route::OpenApi(key) => {
             return match server.openapi().get(&key) {
-                Some(doc) => json_bytes(doc),
+                Some(doc) => crate::json_bytes_response(StatusCode::OK, doc),
                 None => ApiError::no_route(parts.uri.path()).into_response(),
             };
         }
@@ -241,13 +243,4 @@ async fn dispatch<S: Storage>(State(server): State<ApiServer<S>>, req: Request) 
         }
     };
     json_response(StatusCode::OK, &doc)
-}
-
-fn json_bytes(body: bytes::Bytes) -> Response {
-    let mut resp = (StatusCode::OK, body).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("application/json"),
-    );
-    resp
 }

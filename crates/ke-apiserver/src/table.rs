@@ -6,7 +6,7 @@
 
 use std::time::SystemTime;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::jsonpath::Path;
 use crate::meta;
@@ -882,19 +882,6 @@ fn custom_cell(obj: &Value, json_path: &str, type_: &str, now: SystemTime) -> Va
             json!(parts.join(" "))
         }
     }
-}
-
-/// Unused fields of a list's metadata are dropped, as the Table's `ListMeta` has only these.
-pub fn list_meta(list: &Map<String, Value>) -> Value {
-    let mut meta = Map::new();
-    if let Some(Value::Object(m)) = list.get("metadata") {
-        for key in ["resourceVersion", "continue", "remainingItemCount"] {
-            if let Some(v) = m.get(key) {
-                meta.insert(key.into(), v.clone());
-            }
-        }
-    }
-    Value::Object(meta)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -15,10 +16,12 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::handlers::{Selectors, decode_as};
-use crate::registry::Resource;
+use crate::registry::{Resource, ResourceInfo};
 use crate::server::ApiServer;
 use crate::status::ApiError;
-use crate::storage::{EventKind, ListOptions, Revision, Storage, StorageError, WatchEvent};
+use crate::storage::{
+    EventKind, ListOptions, Revision, Storage, StorageError, StoredObject, WatchEvent,
+};
 use crate::table;
 
 /// Events buffered between the producer task and the HTTP body; when full, the producer waits
@@ -109,6 +112,44 @@ fn line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(v)
 }
 
+#[derive(Clone, Copy)]
+enum EventType {
+    Added = 0,
+    Modified = 1,
+    Deleted = 2,
+}
+
+impl EventType {
+    fn name(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// What every watcher of one live change shares (through the event's memo): the object decoded
+/// once, and each kind of event line encoded once. With a thousand watches on pods, a change
+/// costs one decode and one encode instead of a thousand of each.
+struct SharedEvent {
+    /// The version the object was decoded as; watchers of another version of a CRD decode
+    /// their own.
+    api_version: String,
+    object: Option<Value>,
+    frames: [OnceLock<Bytes>; 3],
+}
+
+impl SharedEvent {
+    fn new(res: &ResourceInfo, stored: &StoredObject) -> SharedEvent {
+        SharedEvent {
+            api_version: res.api_version(),
+            object: decode_as(res, stored).ok(),
+            frames: Default::default(),
+        }
+    }
+}
+
 struct Watcher {
     res: Resource,
     sel: Selectors,
@@ -167,34 +208,53 @@ impl Watcher {
 
     async fn on_event(&mut self, ev: WatchEvent) -> bool {
         self.last_rv = ev.revision;
-        let Ok(obj) = decode_as(&self.res, &ev.object) else {
+        let api_version = self.res.api_version();
+        let shared = ev
+            .memo
+            .get_or_init(|| SharedEvent::new(&self.res, &ev.object))
+            .filter(|s| s.api_version == api_version);
+        let local;
+        let obj = match shared {
+            Some(s) => &s.object,
+            None => {
+                local = decode_as(&self.res, &ev.object).ok();
+                &local
+            }
+        };
+        let Some(obj) = obj else {
             return true;
         };
         let key = ev.object.key;
-        let matches = self.sel.matches(&obj);
-        let filtered = !self.sel.label.is_empty() || !self.sel.field.is_empty();
+        let matches = self.sel.matches(obj);
+        let filtered = !self.sel.is_empty();
         let kind = match ev.kind {
             EventKind::Added if matches => {
                 self.matched.insert(key);
-                "ADDED"
+                EventType::Added
             }
             EventKind::Added => return true,
             EventKind::Modified if matches => {
                 self.matched.insert(key);
-                "MODIFIED"
+                EventType::Modified
             }
             // Stopped matching: to this client the object is gone.
-            EventKind::Modified if filtered && self.matched.remove(&key) => "DELETED",
+            EventKind::Modified if filtered && self.matched.remove(&key) => EventType::Deleted,
             EventKind::Modified => return true,
             EventKind::Deleted => {
                 let seen = self.matched.remove(&key);
                 if !(matches || seen) {
                     return true;
                 }
-                "DELETED"
+                EventType::Deleted
             }
         };
-        self.send(kind, &obj).await
+        let frame = match (self.table, shared) {
+            (None, Some(s)) => s.frames[kind as usize]
+                .get_or_init(|| line(kind.name(), obj))
+                .clone(),
+            _ => self.frame(kind.name(), obj),
+        };
+        self.tx.send(frame).await.is_ok()
     }
 
     async fn bookmark(&mut self, initial_events_end: bool) -> bool {
@@ -211,7 +271,13 @@ impl Watcher {
     }
 
     async fn send(&mut self, kind: &str, obj: &Value) -> bool {
-        let bytes = match self.table {
+        let frame = self.frame(kind, obj);
+        self.tx.send(frame).await.is_ok()
+    }
+
+    /// One event line for this watcher: a one-row Table if it asked for tables.
+    fn frame(&self, kind: &str, obj: &Value) -> Bytes {
+        match self.table {
             Some(include) if kind != "BOOKMARK" => {
                 let rv = obj
                     .pointer("/metadata/resourceVersion")
@@ -226,7 +292,6 @@ impl Watcher {
                 line(kind, &t)
             }
             _ => line(kind, obj),
-        };
-        self.tx.send(bytes).await.is_ok()
+        }
     }
 }

@@ -88,7 +88,7 @@ async fn crud_and_errors() {
     );
     let unconditional = s.update(key, b"v3".to_vec(), None).await.unwrap();
     assert_eq!(unconditional.mod_revision, 3);
-    assert_eq!(s.get(key).await.unwrap().unwrap().value, b"v3");
+    assert_eq!(s.get(key).await.unwrap().unwrap().value, &b"v3"[..]);
 
     match s.delete(key, Some(2)).await {
         Err(StorageError::Conflict {
@@ -97,7 +97,7 @@ async fn crud_and_errors() {
         other => panic!("expected Conflict, got {other:?}"),
     }
     let deleted = s.delete(key, Some(3)).await.unwrap();
-    assert_eq!(deleted.value, b"v3", "delete returns the last value");
+    assert_eq!(deleted.value, &b"v3"[..], "delete returns the last value");
     assert_eq!(deleted.mod_revision, 4, "with the delete's revision");
     assert_eq!(deleted.create_revision, 1);
     assert!(s.get(key).await.unwrap().is_none());

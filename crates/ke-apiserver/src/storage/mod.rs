@@ -13,7 +13,9 @@
 //! The trait is async so that an etcd backend can implement it without blocking; the SQLite
 //! backend runs its statements on a dedicated thread.
 
+use std::any::Any;
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 
 pub mod sqlite;
 
@@ -23,7 +25,8 @@ pub type Revision = u64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredObject {
     pub key: String,
-    pub value: Vec<u8>,
+    /// Shared, not copied, when an event goes out to many watchers.
+    pub value: bytes::Bytes,
     /// Revision of the write that created the object.
     pub create_revision: Revision,
     /// Revision of the latest write; the object's resourceVersion.
@@ -54,6 +57,36 @@ pub struct WatchEvent {
     /// For `Deleted`, the last value before deletion, with `mod_revision` = the delete's revision.
     pub object: StoredObject,
     pub revision: Revision,
+    /// Shared by every watcher that receives this event live, so work derived from it (the
+    /// decoded object, the encoded frame) is done once, not once per watcher.
+    pub memo: Memo,
+}
+
+/// A slot for one value derived from an event, computed by whichever receiver gets there first.
+/// Not part of the event's identity: two events with different memos are equal.
+#[derive(Clone, Default)]
+pub struct Memo(Arc<OnceLock<Arc<dyn Any + Send + Sync>>>);
+
+impl Memo {
+    /// The memoized value, computing it with `init` if this is the first call. `None` if the
+    /// slot already holds a value of another type.
+    pub fn get_or_init<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Option<&T> {
+        self.0.get_or_init(|| Arc::new(init())).downcast_ref::<T>()
+    }
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
+}
+
+impl Eq for Memo {}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Memo")
+    }
 }
 
 /// Options of a list read.

@@ -97,7 +97,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
-    EventKind, ListOptions, ListPage, Revision, Storage, StorageError, StoredObject, WatchEvent,
+    EventKind, ListOptions, ListPage, Memo, Revision, Storage, StorageError, StoredObject,
+    WatchEvent,
 };
 
 /// How hard a commit is pushed to disk. See the module docs for why `Full` is the default.
@@ -800,7 +801,7 @@ impl Writer {
                 }
                 let object = StoredObject {
                     key,
-                    value,
+                    value: value.into(),
                     create_revision: rev,
                     mod_revision: rev,
                 };
@@ -810,6 +811,7 @@ impl Writer {
                     kind: EventKind::Added,
                     object: object.clone(),
                     revision: rev,
+                    memo: Memo::default(),
                 });
                 Ok(Some(object))
             }
@@ -827,7 +829,7 @@ impl Writer {
                     .map_err(err("update"))?;
                 let object = StoredObject {
                     key,
-                    value,
+                    value: value.into(),
                     create_revision,
                     mod_revision: rev,
                 };
@@ -837,6 +839,7 @@ impl Writer {
                     kind: EventKind::Modified,
                     object: object.clone(),
                     revision: rev,
+                    memo: Memo::default(),
                 });
                 Ok(Some(object))
             }
@@ -850,7 +853,7 @@ impl Writer {
                     .map_err(err("delete"))?;
                 let object = StoredObject {
                     key,
-                    value,
+                    value: value.into(),
                     create_revision,
                     mod_revision: rev,
                 };
@@ -860,6 +863,7 @@ impl Writer {
                     kind: EventKind::Deleted,
                     object: object.clone(),
                     revision: rev,
+                    memo: Memo::default(),
                 });
                 Ok(Some(object))
             }
@@ -909,7 +913,7 @@ impl Writer {
                     rev_to_sql(object.mod_revision),
                     object.key,
                     kind,
-                    object.value,
+                    &object.value[..],
                     rev_to_sql(object.create_revision),
                 ])
             })
@@ -1026,7 +1030,7 @@ fn get(conn: &Connection, path: &Path, key: &str) -> Result<Option<StoredObject>
             s.query_row(params![key], |r| {
                 Ok(StoredObject {
                     key: key.to_owned(),
-                    value: r.get(0)?,
+                    value: r.get::<_, Vec<u8>>(0)?.into(),
                     create_revision: rev_from_sql(r.get(1)?),
                     mod_revision: rev_from_sql(r.get(2)?),
                 })
@@ -1073,7 +1077,7 @@ fn list(
             .query_map(params![lower, upper, fetch], |r| {
                 Ok(StoredObject {
                     key: r.get(0)?,
-                    value: r.get(1)?,
+                    value: r.get::<_, Vec<u8>>(1)?.into(),
                     create_revision: rev_from_sql(r.get(2)?),
                     mod_revision: rev_from_sql(r.get(3)?),
                 })
@@ -1143,11 +1147,12 @@ fn changes(
                     kind: kind_from_sql(r.get(2)?),
                     object: StoredObject {
                         key: r.get(1)?,
-                        value: r.get(3)?,
+                        value: r.get::<_, Vec<u8>>(3)?.into(),
                         create_revision: rev_from_sql(r.get(4)?),
                         mod_revision: revision,
                     },
                     revision,
+                    memo: Memo::default(),
                 })
             })
             .map_err(err)?;
