@@ -1176,6 +1176,9 @@ pub(crate) async fn list_objects<S: Storage>(
         start_after = Some(t.after);
         token_rv = Some(t.rv);
     }
+    if token_rv.is_none() {
+        check_list_resource_version(server, q).await?;
+    }
     let prefix = res.prefix(ns);
     let mut items = Vec::new();
     let mut revision = None;
@@ -1227,6 +1230,55 @@ pub(crate) async fn list_objects<S: Storage>(
         meta: list_meta,
         items,
     })
+}
+
+/// `resourceVersion` / `resourceVersionMatch` of a LIST. Lists are always served from the
+/// latest state, which satisfies "not older than" any revision the server has reached; a
+/// revision it has not reached, or an exact historical snapshot (SQLite keeps no old versions),
+/// is refused the way kube-apiserver refuses what its cache cannot serve.
+async fn check_list_resource_version<S: Storage>(
+    server: &ApiServer<S>,
+    q: &Query,
+) -> Result<(), ApiError> {
+    let rv = q
+        .get("resourceVersion")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let matching = q
+        .get("resourceVersionMatch")
+        .map(String::as_str)
+        .unwrap_or_default();
+    if rv.is_empty() {
+        return match matching {
+            "" => Ok(()),
+            _ => Err(ApiError::bad_request(
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            )),
+        };
+    }
+    let wanted: Revision = rv
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
+    let current = server
+        .storage
+        .current_revision()
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    match matching {
+        "" | "NotOlderThan" if wanted <= current => Ok(()),
+        "" | "NotOlderThan" => Err(ApiError::new(
+            504,
+            "Timeout",
+            format!("Too large resource version: {wanted}, current: {current}"),
+        )),
+        "Exact" if wanted == current => Ok(()),
+        "Exact" => Err(ApiError::gone(format!(
+            "too old resource version: {wanted} ({current})"
+        ))),
+        other => Err(ApiError::bad_request(format!(
+            "resourceVersionMatch: Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""
+        ))),
+    }
 }
 
 /// The result of a LIST: the matching objects as stored, and the list's metadata.

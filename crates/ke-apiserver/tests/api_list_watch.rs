@@ -364,3 +364,39 @@ async fn watch_from_a_compacted_revision_is_410() {
         .await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn list_resource_version_semantics() {
+    let s = start().await;
+    s.post(CMS, &cm("a", json!({}))).await;
+    let (_, list) = s.get(CMS).await;
+    let rv: u64 = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let q = |rv: u64, m: &str| format!("{CMS}?resourceVersion={rv}&resourceVersionMatch={m}");
+    assert_eq!(s.get(&q(rv, "Exact")).await.0, StatusCode::OK);
+    assert_eq!(s.get(&q(rv - 1, "NotOlderThan")).await.0, StatusCode::OK);
+    let (code, v) = s.get(&format!("{CMS}?resourceVersion=0")).await;
+    assert_eq!(
+        (code, v["items"].as_array().unwrap().len()),
+        (StatusCode::OK, 1)
+    );
+    s.post(CMS, &cm("b", json!({}))).await;
+    // An older exact snapshot is not kept.
+    let (code, v) = s.get(&q(rv, "Exact")).await;
+    assert_eq!(
+        (code, v["reason"].as_str()),
+        (StatusCode::GONE, Some("Expired"))
+    );
+    let (code, v) = s.get(&q(rv + 100, "NotOlderThan")).await;
+    assert_eq!(
+        (code.as_u16(), v["reason"].as_str()),
+        (504, Some("Timeout"))
+    );
+    let (code, _) = s.get(&q(rv, "Sometime")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let (code, _) = s.get(&format!("{CMS}?resourceVersionMatch=Exact")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+}
