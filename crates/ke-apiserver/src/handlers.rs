@@ -489,13 +489,26 @@ pub(crate) async fn get_object<S: Storage>(
     ns: Option<&str>,
     name: &str,
 ) -> Result<Value, ApiError> {
+    read_current(server, res, &res.key(ns, name), name)
+        .await
+        .map(|(_, obj)| obj)
+}
+
+/// The stored object at `key` and its decoded form; NotFound as `res`'s 404.
+async fn read_current<S: Storage>(
+    server: &ApiServer<S>,
+    res: &ResourceInfo,
+    key: &str,
+    name: &str,
+) -> Result<(StoredObject, Value), ApiError> {
     let stored = server
         .storage
-        .get(&res.key(ns, name))
+        .get(key)
         .await
         .map_err(|e| ApiError::from_storage(res, name, e))?
         .ok_or_else(|| ApiError::not_found(res, name))?;
-    decode_as(res, &stored)
+    let obj = decode_as(res, &stored)?;
+    Ok((stored, obj))
 }
 
 /// POST: assigns name (from `generateName`), uid, timestamps, generation; resets status where
@@ -663,13 +676,7 @@ where
     let dry_run = write.dry_run;
     let key = res.key(ns, name);
     for _ in 0..MAX_ATTEMPTS {
-        let stored = server
-            .storage
-            .get(&key)
-            .await
-            .map_err(|e| ApiError::from_storage(res, name, e))?
-            .ok_or_else(|| ApiError::not_found(res, name))?;
-        let current = decode_as(res, &stored)?;
+        let (stored, current) = read_current(server, res, &key, name).await?;
         let mut candidate = mutate(&current)?;
         if !candidate.is_object() {
             return Err(ApiError::bad_request("the object must be a json object"));
@@ -902,13 +909,7 @@ pub(crate) async fn delete_object<S: Storage>(
 ) -> Result<Deleted, ApiError> {
     let key = res.key(ns, name);
     for _ in 0..MAX_ATTEMPTS {
-        let stored = server
-            .storage
-            .get(&key)
-            .await
-            .map_err(|e| ApiError::from_storage(res, name, e))?
-            .ok_or_else(|| ApiError::not_found(res, name))?;
-        let current = decode_as(res, &stored)?;
+        let (stored, current) = read_current(server, res, &key, name).await?;
         if let Some(uid) = &opts.uid
             && meta_str(&current, "uid") != Some(uid.as_str())
         {

@@ -61,6 +61,7 @@ const NAME: Column = Column {
     description: "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
 };
 const AGE: Column = col("Age", "string", 0);
+const SELECTOR: Column = col("Selector", "string", 1);
 
 /// The column definitions for `res`.
 pub fn columns(res: &ResourceInfo) -> Vec<Value> {
@@ -97,7 +98,14 @@ fn column_json(c: &Column, format: &str) -> Value {
 }
 
 fn builtin_columns(res: &ResourceInfo) -> Vec<Column> {
-    let wide_workload = [col("Containers", "string", 1), col("Images", "string", 1)];
+    // Workloads end with their containers, images and (mostly) selector, shown with `-o wide`.
+    let workload = |mut c: Vec<Column>, selector: bool| {
+        c.extend([col("Containers", "string", 1), col("Images", "string", 1)]);
+        if selector {
+            c.push(SELECTOR);
+        }
+        c
+    };
     match (res.group.as_str(), res.plural.as_str()) {
         ("", "pods") => vec![
             NAME,
@@ -149,32 +157,28 @@ fn builtin_columns(res: &ResourceInfo) -> Vec<Column> {
             col("Message", "string", 0),
         ],
         ("coordination.k8s.io", "leases") => vec![NAME, col("Holder", "string", 0), AGE],
-        ("apps", "deployments") => {
-            let mut c = vec![
+        ("apps", "deployments") => workload(
+            vec![
                 NAME,
                 col("Ready", "string", 0),
                 col("Up-to-date", "integer", 0),
                 col("Available", "integer", 0),
                 AGE,
-            ];
-            c.extend(wide_workload);
-            c.push(col("Selector", "string", 1));
-            c
-        }
-        ("apps", "replicasets") => {
-            let mut c = vec![
+            ],
+            true,
+        ),
+        ("apps", "replicasets") => workload(
+            vec![
                 NAME,
                 col("Desired", "integer", 0),
                 col("Current", "integer", 0),
                 col("Ready", "integer", 0),
                 AGE,
-            ];
-            c.extend(wide_workload);
-            c.push(col("Selector", "string", 1));
-            c
-        }
-        ("apps", "daemonsets") => {
-            let mut c = vec![
+            ],
+            true,
+        ),
+        ("apps", "daemonsets") => workload(
+            vec![
                 NAME,
                 col("Desired", "integer", 0),
                 col("Current", "integer", 0),
@@ -183,28 +187,20 @@ fn builtin_columns(res: &ResourceInfo) -> Vec<Column> {
                 col("Available", "integer", 0),
                 col("Node Selector", "string", 0),
                 AGE,
-            ];
-            c.extend(wide_workload);
-            c.push(col("Selector", "string", 1));
-            c
-        }
-        ("apps", "statefulsets") => {
-            let mut c = vec![NAME, col("Ready", "string", 0), AGE];
-            c.extend(wide_workload);
-            c
-        }
-        ("batch", "jobs") => {
-            let mut c = vec![
+            ],
+            true,
+        ),
+        ("apps", "statefulsets") => workload(vec![NAME, col("Ready", "string", 0), AGE], false),
+        ("batch", "jobs") => workload(
+            vec![
                 NAME,
                 col("Status", "string", 0),
                 col("Completions", "string", 0),
                 col("Duration", "string", 0),
                 AGE,
-            ];
-            c.extend(wide_workload);
-            c.push(col("Selector", "string", 1));
-            c
-        }
+            ],
+            true,
+        ),
         _ => vec![NAME, col("Created At", "date", 0)],
     }
 }
@@ -331,8 +327,7 @@ pub fn cells(res: &ResourceInfo, obj: &Value, now: SystemTime) -> Vec<Value> {
                 json!(int(&status["availableReplicas"])),
                 age,
             ];
-            c.extend(template_columns(spec));
-            c.push(json!(selector(&spec["selector"]["matchLabels"])));
+            workload_tail(&mut c, spec);
             c
         }
         ("apps", "replicasets") => {
@@ -343,8 +338,7 @@ pub fn cells(res: &ResourceInfo, obj: &Value, now: SystemTime) -> Vec<Value> {
                 json!(int(&status["readyReplicas"])),
                 age,
             ];
-            c.extend(template_columns(spec));
-            c.push(json!(selector(&spec["selector"]["matchLabels"])));
+            workload_tail(&mut c, spec);
             c
         }
         ("apps", "daemonsets") => {
@@ -358,8 +352,7 @@ pub fn cells(res: &ResourceInfo, obj: &Value, now: SystemTime) -> Vec<Value> {
                 json!(selector(&spec["template"]["spec"]["nodeSelector"])),
                 age,
             ];
-            c.extend(template_columns(spec));
-            c.push(json!(selector(&spec["selector"]["matchLabels"])));
+            workload_tail(&mut c, spec);
             c
         }
         ("apps", "statefulsets") => {
@@ -389,8 +382,7 @@ pub fn cells(res: &ResourceInfo, obj: &Value, now: SystemTime) -> Vec<Value> {
                 json!(job_duration(obj, now)),
                 age,
             ];
-            c.extend(template_columns(spec));
-            c.push(json!(selector(&spec["selector"]["matchLabels"])));
+            workload_tail(&mut c, spec);
             c
         }
         _ => vec![
@@ -536,6 +528,12 @@ fn selector(v: &Value) -> String {
         .collect();
     pairs.sort();
     pairs.join(",")
+}
+
+/// The wide columns of a workload: its containers, images and selector.
+fn workload_tail(cells: &mut Vec<Value>, spec: &Value) {
+    cells.extend(template_columns(spec));
+    cells.push(json!(selector(&spec["selector"]["matchLabels"])));
 }
 
 fn template_columns(spec: &Value) -> [Value; 2] {
