@@ -709,8 +709,15 @@ where
         if strip_rv(&next) == strip_rv(&current) {
             return Ok(current);
         }
-        // The last finalizer of a deleting object is gone: the object goes with it.
-        if is_deleting(&next) && !has_finalizers(&next) {
+        // The last finalizer of a deleting object is gone: the object goes with it. (A pod in
+        // its grace period without finalizers stays until its node or a forced delete removes
+        // it; its status keeps updating meanwhile.)
+        let in_grace = next
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .is_some_and(|g| g > 0)
+            && !has_finalizers(&current);
+        if is_deleting(&next) && !has_finalizers(&next) && !in_grace {
             if dry_run {
                 return Ok(next);
             }
@@ -853,12 +860,24 @@ pub(crate) struct DeleteOptions {
     uid: Option<String>,
     resource_version: Option<Revision>,
     dry_run: bool,
+    /// The finalizer the garbage collector acts on before the object goes: `foregroundDeletion`
+    /// (dependents first) or `orphan` (dependents released). Background deletion has none: the
+    /// object goes at once and the collector deletes dependents after it.
+    propagation_finalizer: Option<&'static str>,
+    /// `gracePeriodSeconds`: how long a running pod's node gets to stop it. `0` deletes at once.
+    grace_period: Option<i64>,
 }
 
 impl DeleteOptions {
     fn parse(body: &[u8], q: &Query) -> Result<Self, ApiError> {
         let mut opts = Self::default();
         let mut policy = q.get("propagationPolicy").cloned();
+        if let Some(g) = q.get("gracePeriodSeconds") {
+            opts.grace_period =
+                Some(g.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}"))
+                })?);
+        }
         if !body.iter().all(u8::is_ascii_whitespace) {
             let v = parse_object(body)?;
             opts.uid = v
@@ -876,19 +895,25 @@ impl DeleteOptions {
             if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
                 policy = Some(p.to_owned());
             }
+            if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
+                opts.grace_period = Some(g);
+            }
             opts.dry_run = v
                 .get("dryRun")
                 .and_then(Value::as_array)
                 .is_some_and(|a| a.iter().any(|x| x == "All"));
         }
-        // Accepted but not acted on: there is no garbage collector yet, so dependents are
-        // neither deleted first (Foreground) nor orphaned explicitly.
-        match policy.as_deref() {
-            None | Some("Orphan" | "Background" | "Foreground") => Ok(opts),
-            Some(other) => Err(ApiError::bad_request(format!(
-                "invalid propagationPolicy {other:?}: must be Orphan, Background or Foreground"
-            ))),
-        }
+        opts.propagation_finalizer = match policy.as_deref() {
+            None | Some("Background") => None,
+            Some("Foreground") => Some("foregroundDeletion"),
+            Some("Orphan") => Some("orphan"),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid propagationPolicy {other:?}: must be Orphan, Background or Foreground"
+                )));
+            }
+        };
+        Ok(opts)
     }
 }
 
@@ -934,14 +959,25 @@ pub(crate) async fn delete_object<S: Storage>(
                 ),
             ));
         }
-        if has_finalizers(&current) {
+        let grace = graceful_period(res, &current, opts.grace_period);
+        if has_finalizers(&current) || opts.propagation_finalizer.is_some() || grace > 0 {
             if is_deleting(&current) || dry_run {
                 return Ok(Deleted::Pending(current));
             }
             let mut next = current.clone();
             let meta = metadata_mut(&mut next)?;
-            meta.insert("deletionTimestamp".into(), json!(meta::now()));
-            meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+            if let Some(finalizer) = opts.propagation_finalizer {
+                let list = meta.entry("finalizers").or_insert_with(|| json!([]));
+                if let Value::Array(list) = list
+                    && !list.iter().any(|f| f == finalizer)
+                {
+                    list.push(json!(finalizer));
+                }
+            }
+            let at =
+                std::time::SystemTime::now() + std::time::Duration::from_secs(grace.max(0) as u64);
+            meta.insert("deletionTimestamp".into(), json!(meta::rfc3339(at)));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
             match server
                 .storage
                 .update(&key, encode(&next), Some(stored.mod_revision))
@@ -965,6 +1001,34 @@ pub(crate) async fn delete_object<S: Storage>(
         }
     }
     Err(ApiError::conflict(res, name))
+}
+
+/// How long the deletion of `obj` waits for its node (kube-apiserver's graceful deletion of
+/// pods): a pod bound to a node and not finished gets its `terminationGracePeriodSeconds`
+/// (default 30) unless the request asks for another period; a second request with `0` forces
+/// the deletion. Everything else goes at once.
+fn graceful_period(res: &ResourceInfo, obj: &Value, requested: Option<i64>) -> i64 {
+    if !res.is("", "pods") {
+        return 0;
+    }
+    let bound = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        obj.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if !bound || finished {
+        return 0;
+    }
+    requested
+        .or_else(|| {
+            obj.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30)
+        .max(0)
 }
 
 /// Deleting a namespace: mark it Terminating, delete everything in it, and remove it once empty

@@ -30,6 +30,7 @@ pub mod selectors;
 pub mod serve;
 mod services;
 mod skim;
+pub mod standalone;
 pub mod status;
 pub mod storage;
 pub mod strategy;

@@ -21,6 +21,48 @@ pub fn named(res: &ResourceInfo, obj: &mut Value, name: &str) {
     if res.is("", "namespaces") {
         namespace_defaults(obj, name);
     }
+    if res.is("batch", "jobs") {
+        job_selector(obj, name);
+    }
+}
+
+/// kube-apiserver generates a Job's selector from its uid (unless `manualSelector`), and labels
+/// the pod template to match, so a Job's pods are its own even when names repeat.
+fn job_selector(obj: &mut Value, name: &str) {
+    let uid = obj
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if spec.get("manualSelector") == Some(&Value::Bool(true)) {
+        return;
+    }
+    spec.insert(
+        "selector".into(),
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+    );
+    let template = spec.entry("template").or_insert_with(|| json!({}));
+    let Some(template) = template.as_object_mut() else {
+        return;
+    };
+    let meta = template.entry("metadata").or_insert_with(|| json!({}));
+    let Some(meta) = meta.as_object_mut() else {
+        return;
+    };
+    let labels = meta.entry("labels").or_insert_with(|| json!({}));
+    if let Value::Object(labels) = labels {
+        for (k, v) in [
+            ("batch.kubernetes.io/controller-uid", uid.as_str()),
+            ("batch.kubernetes.io/job-name", name),
+            ("controller-uid", uid.as_str()),
+            ("job-name", name),
+        ] {
+            labels.insert(k.into(), json!(v));
+        }
+    }
 }
 
 /// Before an update (PUT, PATCH, a status write), once the server-owned metadata is restored.
@@ -42,6 +84,22 @@ pub fn validate(res: &ResourceInfo, obj: &Value, name: &str) -> Result<(), ApiEr
     if is_crd(res) {
         crd::validate(obj)
             .map_err(|(field, message)| ApiError::invalid(res, name, &field, &message))?;
+    }
+    if res.is("batch", "jobs") {
+        let policy = obj
+            .pointer("/spec/template/spec/restartPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !matches!(policy, "OnFailure" | "Never") {
+            return Err(ApiError::invalid(
+                res,
+                name,
+                "spec.template.spec.restartPolicy",
+                &format!(
+                    "Unsupported value: \"{policy}\": supported values: \"OnFailure\", \"Never\""
+                ),
+            ));
+        }
     }
     Ok(())
 }
