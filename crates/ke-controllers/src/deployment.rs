@@ -168,6 +168,14 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         scale(&sets_api, &new_rs, want).await?;
     }
 
+    // The Deployment carries its current revision too (`kubectl rollout undo` rewrites it).
+    let current_revision = revision(&new_rs).to_string();
+    if d.annotations().get(REVISION) != Some(&current_revision) {
+        let patch = json!({"metadata": {"annotations": {REVISION: current_revision}}});
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .patch(&d.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+    }
     cleanup(&sets_api, &old, spec.revision_history_limit.unwrap_or(10)).await?;
     update_status(client, &d, &new_rs, &old, want, unavailable).await?;
     Ok(Action::requeue(RESYNC))

@@ -23,6 +23,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut settings = Settings::default();
     settings.node_lifecycle.grace = Duration::from_secs(args.node_monitor_grace_period);
+    // Look a few times per grace period, so a node goes Unknown soon after its grace ends.
+    settings.node_lifecycle.period = (settings.node_lifecycle.grace / 4)
+        .clamp(Duration::from_millis(500), Duration::from_secs(5));
     standalone::run(args.options, |server| {
         ke_controlplane::start_controllers(server, settings)
     })

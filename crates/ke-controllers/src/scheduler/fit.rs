@@ -72,6 +72,29 @@ impl Request {
     }
 }
 
+/// kube-scheduler scores a pod that requests nothing as if it asked for this much, so pods
+/// without requests still spread over nodes.
+const NONZERO_CPU_MILLIS: i64 = 100;
+const NONZERO_MEMORY: i64 = 200 << 20;
+
+impl Request {
+    fn scored_cpu(&self) -> i64 {
+        if self.cpu_millis == 0 {
+            NONZERO_CPU_MILLIS
+        } else {
+            self.cpu_millis
+        }
+    }
+
+    fn scored_memory(&self) -> i64 {
+        if self.memory == 0 {
+            NONZERO_MEMORY
+        } else {
+            self.memory
+        }
+    }
+}
+
 /// What is already placed on a node.
 #[derive(Debug, Clone, Default)]
 pub struct Usage {
@@ -79,12 +102,17 @@ pub struct Usage {
     pub memory: i64,
     pub pods: i64,
     pub host_ports: HashSet<(String, String, i32)>,
+    /// The same sums with [`NONZERO_CPU_MILLIS`]/[`NONZERO_MEMORY`] for empty requests.
+    scored_cpu: i64,
+    scored_memory: i64,
 }
 
 impl Usage {
     pub fn add(&mut self, r: &Request) {
         self.cpu_millis += r.cpu_millis;
         self.memory += r.memory;
+        self.scored_cpu += r.scored_cpu();
+        self.scored_memory += r.scored_memory();
         self.pods += 1;
         self.host_ports.extend(r.host_ports.iter().cloned());
     }
@@ -92,6 +120,8 @@ impl Usage {
     pub fn remove(&mut self, r: &Request) {
         self.cpu_millis -= r.cpu_millis;
         self.memory -= r.memory;
+        self.scored_cpu -= r.scored_cpu();
+        self.scored_memory -= r.scored_memory();
         self.pods -= 1;
         for p in &r.host_ports {
             self.host_ports.remove(p);
@@ -216,13 +246,13 @@ pub fn score(req: &Request, node: &Node, usage: &Usage) -> i64 {
         _ => 100,
     };
     let cpu = free(
-        usage.cpu_millis,
-        req.cpu_millis,
+        usage.scored_cpu,
+        req.scored_cpu(),
         allocatable(node, "cpu", quantity::cpu_millis),
     );
     let mem = free(
-        usage.memory,
-        req.memory,
+        usage.scored_memory,
+        req.scored_memory(),
         allocatable(node, "memory", quantity::units),
     );
     (cpu + mem) / 2
@@ -379,16 +409,21 @@ mod tests {
             host_ports: vec![],
         };
         let empty = score(&req, &n, &Usage::default());
-        let half = score(
-            &req,
-            &n,
-            &Usage {
-                cpu_millis: 2000,
-                memory: 2 << 30,
-                ..Usage::default()
-            },
-        );
+        let mut busy = Usage::default();
+        busy.add(&Request {
+            cpu_millis: 2000,
+            memory: 2 << 30,
+            host_ports: vec![],
+        });
+        let half = score(&req, &n, &busy);
         assert!(empty > half, "{empty} {half}");
         assert_eq!(empty, 75);
+        // Pods that request nothing still count, so they spread.
+        let mut one = Usage::default();
+        one.add(&Request::default());
+        assert!(
+            score(&Request::default(), &n, &Usage::default())
+                > score(&Request::default(), &n, &one)
+        );
     }
 }
