@@ -24,6 +24,8 @@ use crate::{Error, RESYNC};
 
 /// The label kube-controller-manager puts the template revision in.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
+/// Only daemon pods carry this one (set from the DaemonSet's generation, as upstream does).
+const GENERATION_LABEL: &str = "pod-template-generation";
 
 struct Ctx {
     client: Client,
@@ -36,7 +38,7 @@ pub async fn run(client: Client) {
     let controller = Controller::new(sets, watcher::Config::default());
     let store = controller.store();
     controller
-        .owns(pods, watcher::Config::default())
+        .owns(pods, watcher::Config::default().labels(GENERATION_LABEL))
         // A node that comes, goes or changes labels or taints may change where pods belong.
         .watches(nodes, watcher::Config::default(), move |_node| {
             store
@@ -171,7 +173,13 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             }
             let unlimited = Usage::default();
             !matches!(
-                fit::check(&p, &Request::default(), n, &unlimited),
+                fit::check(
+                    &p,
+                    &Request::default(),
+                    n,
+                    &fit::Capacity::default(),
+                    &unlimited
+                ),
                 Err(fit::Unfit::Affinity | fit::Unfit::Taint(_) | fit::Unfit::Unschedulable)
             )
         })

@@ -70,9 +70,23 @@ fn api_for(client: &Client, k: &Kind, ns: Option<&str>) -> Api<DynamicObject> {
     }
 }
 
+/// Kinds watched for owners going away. Pods, ConfigMaps and Secrets own things rarely enough
+/// that the periodic sweep covers them, and not watching them spares a decode of every pod
+/// change.
+const WATCHED_OWNERS: &[&str] = &[
+    "Service",
+    "Node",
+    "ReplicaSet",
+    "Deployment",
+    "DaemonSet",
+    "StatefulSet",
+    "Job",
+    "EndpointSlice",
+];
+
 pub async fn run(client: Client) {
     let mut events = SelectAll::new();
-    for k in KINDS {
+    for k in KINDS.iter().filter(|k| WATCHED_OWNERS.contains(&k.2)) {
         let api = api_for(&client, k, None);
         events.push(
             watcher(api, watcher::Config::default())

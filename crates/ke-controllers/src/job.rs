@@ -28,8 +28,10 @@ struct Ctx {
 pub async fn run(client: Client) {
     let jobs: Api<Job> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
+    // Only Job pods: the API server labels every Job's template with its controller uid.
+    let job_pods = watcher::Config::default().labels("batch.kubernetes.io/controller-uid");
     Controller::new(jobs, watcher::Config::default())
-        .owns(pods, watcher::Config::default())
+        .owns(pods, job_pods)
         .run(reconcile, crate::retry_later, Arc::new(Ctx { client }))
         .for_each(|_| async {})
         .await;

@@ -64,30 +64,56 @@ pub struct Settings {
     pub node_lifecycle: nodelifecycle::Settings,
 }
 
+/// Runs `start()` again whenever it ends, a second later.
+fn supervise<F, Fut>(tasks: &mut JoinSet<()>, name: &'static str, start: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tasks.spawn(async move {
+        loop {
+            start().await;
+            tracing::warn!(controller = name, "control loop ended; restarting it");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
 /// The running control loops; dropping this stops them.
 pub struct ControlLoops {
-    tasks: JoinSet<()>,
+    _tasks: JoinSet<()>,
 }
 
 impl ControlLoops {
-    /// Starts the scheduler and every controller on `client`.
+    /// Starts the scheduler and every controller on `client`. A loop that ends (its watches
+    /// gave up) is logged and started again, so one bad stretch cannot leave a controller dead.
     pub fn spawn(client: Client, settings: Settings) -> ControlLoops {
         let mut tasks = JoinSet::new();
-        tasks.spawn(scheduler::run(client.clone()));
-        tasks.spawn(replicaset::run(client.clone()));
-        tasks.spawn(deployment::run(client.clone()));
-        tasks.spawn(daemonset::run(client.clone()));
-        tasks.spawn(statefulset::run(client.clone()));
-        tasks.spawn(job::run(client.clone()));
-        tasks.spawn(endpoints::run(client.clone()));
-        tasks.spawn(gc::run(client.clone()));
-        tasks.spawn(serviceaccount::run(client.clone()));
-        tasks.spawn(nodelifecycle::run(client, settings.node_lifecycle));
-        ControlLoops { tasks }
-    }
-
-    /// Waits until a loop ends (none does unless its watches end for good).
-    pub async fn join_any(&mut self) {
-        let _ = self.tasks.join_next().await;
+        let c = client.clone();
+        supervise(&mut tasks, "scheduler", move || scheduler::run(c.clone()));
+        let c = client.clone();
+        supervise(&mut tasks, "replicaset", move || replicaset::run(c.clone()));
+        let c = client.clone();
+        supervise(&mut tasks, "deployment", move || deployment::run(c.clone()));
+        let c = client.clone();
+        supervise(&mut tasks, "daemonset", move || daemonset::run(c.clone()));
+        let c = client.clone();
+        supervise(&mut tasks, "statefulset", move || {
+            statefulset::run(c.clone())
+        });
+        let c = client.clone();
+        supervise(&mut tasks, "job", move || job::run(c.clone()));
+        let c = client.clone();
+        supervise(&mut tasks, "endpoints", move || endpoints::run(c.clone()));
+        let c = client.clone();
+        supervise(&mut tasks, "garbage-collector", move || gc::run(c.clone()));
+        let c = client.clone();
+        supervise(&mut tasks, "serviceaccount", move || {
+            serviceaccount::run(c.clone())
+        });
+        supervise(&mut tasks, "node-lifecycle", move || {
+            nodelifecycle::run(client.clone(), settings.node_lifecycle)
+        });
+        ControlLoops { _tasks: tasks }
     }
 }

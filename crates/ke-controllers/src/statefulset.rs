@@ -33,8 +33,10 @@ struct Ctx {
 pub async fn run(client: Client) {
     let sets: Api<StatefulSet> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
+    // Only stateful pods, which carry their stable name as a label.
+    let stateful_pods = watcher::Config::default().labels(POD_NAME_LABEL);
     Controller::new(sets, watcher::Config::default())
-        .owns(pods, watcher::Config::default())
+        .owns(pods, stateful_pods)
         .run(reconcile, crate::retry_later, Arc::new(Ctx { client }))
         .for_each(|_| async {})
         .await;

@@ -308,3 +308,45 @@ async fn a_control_plane_killed_mid_rollout_converges_without_duplicates() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_fits_nowhere_says_why() {
+    let c = Cluster::start();
+    let _kubelet = Kubelet::start(c.client(), &[("node-a", &[])]).await;
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: picky\nspec:\n  nodeSelector: {disktype: ssd}\n  containers: [{name: c, image: busybox, resources: {requests: {cpu: \"64\"}}}]\n";
+    c.ok(&["apply", "-f", c.file("picky.yaml", pod).to_str().unwrap()])
+        .await;
+    let condition = eventually("PodScheduled=False", || async {
+        let p = c.json(&["get", "pod", "picky"]).await;
+        p["status"]["conditions"].as_array().and_then(|cs| {
+            cs.iter()
+                .find(|c| c["type"] == "PodScheduled" && c["status"] == "False")
+                .cloned()
+        })
+    })
+    .await;
+    assert_eq!(condition["reason"], "Unschedulable");
+    assert_eq!(
+        condition["message"],
+        "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
+    );
+    let describe = eventually("the FailedScheduling event", || async {
+        let d = c.ok(&["describe", "pod", "picky"]).await;
+        d.contains("FailedScheduling").then_some(d)
+    })
+    .await;
+    assert!(describe.contains("default-scheduler"), "{describe}");
+    // Labelling the node makes it fit the selector but not the CPU request.
+    c.ok(&["label", "node", "node-a", "disktype=ssd"]).await;
+    eventually("the reason to change", || async {
+        let p = c.json(&["get", "pod", "picky"]).await;
+        let msg = p["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "PodScheduled")?["message"]
+            .as_str()?
+            .to_owned();
+        msg.contains("Insufficient cpu").then_some(())
+    })
+    .await;
+}

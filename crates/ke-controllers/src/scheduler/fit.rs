@@ -153,19 +153,46 @@ impl Unfit {
     }
 }
 
-/// The allocatable amounts of a node; a missing entry is unlimited.
-fn allocatable(node: &Node, what: &str, parse: fn(&str) -> Option<i64>) -> Option<i64> {
-    node.status
-        .as_ref()
-        .and_then(|s| s.allocatable.as_ref())
-        .and_then(|a| a.get(what))
-        .and_then(|q| parse(&q.0))
+/// A node's allocatable amounts, parsed once per node version (not once per pod and node);
+/// `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capacity {
+    pub cpu_millis: Option<i64>,
+    pub memory: Option<i64>,
+    pub pods: Option<i64>,
+}
+
+impl Capacity {
+    pub fn of(node: &Node) -> Capacity {
+        let get = |what: &str, parse: fn(&str) -> Option<i64>| {
+            node.status
+                .as_ref()
+                .and_then(|s| s.allocatable.as_ref())
+                .and_then(|a| a.get(what))
+                .and_then(|q| parse(&q.0))
+        };
+        Capacity {
+            cpu_millis: get("cpu", quantity::cpu_millis),
+            memory: get("memory", quantity::units),
+            pods: get("pods", quantity::units),
+        }
+    }
 }
 
 /// Filters `pod` against `node` with `usage` already on it.
-pub fn check(pod: &Pod, req: &Request, node: &Node, usage: &Usage) -> Result<(), Unfit> {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let node_name = node.metadata.name.clone().unwrap_or_default();
+pub fn check(
+    pod: &Pod,
+    req: &Request,
+    node: &Node,
+    cap: &Capacity,
+    usage: &Usage,
+) -> Result<(), Unfit> {
+    // Called for every node for every pod: borrow, never clone.
+    static NO_SPEC: std::sync::LazyLock<k8s_openapi::api::core::v1::PodSpec> =
+        std::sync::LazyLock::new(Default::default);
+    static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+    let spec = pod.spec.as_ref().unwrap_or(&NO_SPEC);
+    let node_name = node.metadata.name.as_deref().unwrap_or_default();
     let tolerations = spec.tolerations.as_deref().unwrap_or_default();
     if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
         let taint = Taint {
@@ -177,7 +204,7 @@ pub fn check(pod: &Pod, req: &Request, node: &Node, usage: &Usage) -> Result<(),
             return Err(Unfit::Unschedulable);
         }
     }
-    let labels = node.metadata.labels.clone().unwrap_or_default();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
     if !spec
         .node_selector
         .iter()
@@ -195,7 +222,7 @@ pub fn check(pod: &Pod, req: &Request, node: &Node, usage: &Usage) -> Result<(),
                 .as_ref()
         })
         .map(|s| &s.node_selector_terms)
-        && !terms.iter().any(|t| term_matches(t, &labels, &node_name))
+        && !terms.iter().any(|t| term_matches(t, labels, node_name))
     {
         return Err(Unfit::Affinity);
     }
@@ -213,17 +240,17 @@ pub fn check(pod: &Pod, req: &Request, node: &Node, usage: &Usage) -> Result<(),
             return Err(Unfit::Taint(format!("{}: {value}", taint.key)));
         }
     }
-    if let Some(max) = allocatable(node, "pods", quantity::units)
+    if let Some(max) = cap.pods
         && usage.pods + 1 > max
     {
         return Err(Unfit::Insufficient("pods"));
     }
-    if let Some(max) = allocatable(node, "cpu", quantity::cpu_millis)
+    if let Some(max) = cap.cpu_millis
         && usage.cpu_millis + req.cpu_millis > max
     {
         return Err(Unfit::Insufficient("cpu"));
     }
-    if let Some(max) = allocatable(node, "memory", quantity::units)
+    if let Some(max) = cap.memory
         && usage.memory + req.memory > max
     {
         return Err(Unfit::Insufficient("memory"));
@@ -240,21 +267,13 @@ pub fn check(pod: &Pod, req: &Request, node: &Node, usage: &Usage) -> Result<(),
 }
 
 /// LeastAllocated: the mean free fraction of CPU and memory after placing the pod, 0–100.
-pub fn score(req: &Request, node: &Node, usage: &Usage) -> i64 {
+pub fn score(req: &Request, cap: &Capacity, usage: &Usage) -> i64 {
     let free = |used: i64, want: i64, cap: Option<i64>| match cap {
         Some(cap) if cap > 0 => ((cap - used - want).max(0) * 100) / cap,
         _ => 100,
     };
-    let cpu = free(
-        usage.scored_cpu,
-        req.scored_cpu(),
-        allocatable(node, "cpu", quantity::cpu_millis),
-    );
-    let mem = free(
-        usage.scored_memory,
-        req.scored_memory(),
-        allocatable(node, "memory", quantity::units),
-    );
+    let cpu = free(usage.scored_cpu, req.scored_cpu(), cap.cpu_millis);
+    let mem = free(usage.scored_memory, req.scored_memory(), cap.memory);
     (cpu + mem) / 2
 }
 
@@ -347,26 +366,35 @@ mod tests {
         let req = Request::of(&plain);
         assert_eq!(req.cpu_millis, 500);
         assert_eq!(
-            check(&plain, &req, &edge, &Usage::default()),
+            check(&plain, &req, &edge, &Capacity::of(&edge), &Usage::default()),
             Err(Unfit::Taint("edge: true".into()))
         );
         let tolerant = pod(
             json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "500m"}}}],
             "tolerations": [{"key": "edge", "operator": "Exists"}], "nodeSelector": {"zone": "a"}}}),
         );
-        assert_eq!(check(&tolerant, &req, &edge, &Usage::default()), Ok(()));
+        assert_eq!(
+            check(
+                &tolerant,
+                &req,
+                &edge,
+                &Capacity::of(&edge),
+                &Usage::default()
+            ),
+            Ok(())
+        );
         let mut busy = Usage {
             cpu_millis: 1800,
             ..Usage::default()
         };
         assert_eq!(
-            check(&tolerant, &req, &edge, &busy),
+            check(&tolerant, &req, &edge, &Capacity::of(&edge), &busy),
             Err(Unfit::Insufficient("cpu"))
         );
         busy.cpu_millis = 0;
         busy.pods = 2;
         assert_eq!(
-            check(&tolerant, &req, &edge, &busy),
+            check(&tolerant, &req, &edge, &Capacity::of(&edge), &busy),
             Err(Unfit::Insufficient("pods"))
         );
         let wrong_zone = pod(
@@ -376,7 +404,13 @@ mod tests {
                 {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["e2"]}]}]}}}}}),
         );
         assert_eq!(
-            check(&wrong_zone, &Request::default(), &edge, &Usage::default()),
+            check(
+                &wrong_zone,
+                &Request::default(),
+                &edge,
+                &Capacity::of(&edge),
+                &Usage::default()
+            ),
             Err(Unfit::Affinity)
         );
         let by_name = pod(
@@ -385,7 +419,13 @@ mod tests {
                 {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["e1"]}]}]}}}}}),
         );
         assert_eq!(
-            check(&by_name, &Request::default(), &edge, &Usage::default()),
+            check(
+                &by_name,
+                &Request::default(),
+                &edge,
+                &Capacity::of(&edge),
+                &Usage::default()
+            ),
             Ok(())
         );
         let ports = pod(
@@ -395,7 +435,10 @@ mod tests {
         let preq = Request::of(&ports);
         let mut used = Usage::default();
         used.add(&preq);
-        assert_eq!(check(&ports, &preq, &edge, &used), Err(Unfit::Ports));
+        assert_eq!(
+            check(&ports, &preq, &edge, &Capacity::of(&edge), &used),
+            Err(Unfit::Ports)
+        );
     }
 
     #[test]
@@ -408,22 +451,22 @@ mod tests {
             memory: 1 << 30,
             host_ports: vec![],
         };
-        let empty = score(&req, &n, &Usage::default());
+        let empty = score(&req, &Capacity::of(&n), &Usage::default());
         let mut busy = Usage::default();
         busy.add(&Request {
             cpu_millis: 2000,
             memory: 2 << 30,
             host_ports: vec![],
         });
-        let half = score(&req, &n, &busy);
+        let half = score(&req, &Capacity::of(&n), &busy);
         assert!(empty > half, "{empty} {half}");
         assert_eq!(empty, 75);
         // Pods that request nothing still count, so they spread.
         let mut one = Usage::default();
         one.add(&Request::default());
         assert!(
-            score(&Request::default(), &n, &Usage::default())
-                > score(&Request::default(), &n, &one)
+            score(&Request::default(), &Capacity::of(&n), &Usage::default())
+                > score(&Request::default(), &Capacity::of(&n), &one)
         );
     }
 }

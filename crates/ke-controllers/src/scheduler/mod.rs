@@ -18,6 +18,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use tokio::task::JoinSet;
 
 use crate::common::{self, is_active};
 use fit::{Request, Unfit, Usage};
@@ -29,7 +30,7 @@ const RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct State {
-    nodes: BTreeMap<String, Node>,
+    nodes: BTreeMap<String, (Node, fit::Capacity)>,
     /// Pods counted on a node, by `ns/name`: the node and what the pod requested.
     placed: HashMap<String, (String, Request)>,
     usage: HashMap<String, Usage>,
@@ -106,11 +107,11 @@ impl State {
         let empty = Usage::default();
         let mut best: Option<(i64, &String)> = None;
         let mut why: BTreeMap<Unfit, usize> = BTreeMap::new();
-        for (name, node) in &self.nodes {
+        for (name, (node, cap)) in &self.nodes {
             let usage = self.usage.get(name).unwrap_or(&empty);
-            match fit::check(pod, &req, node, usage) {
+            match fit::check(pod, &req, node, cap, usage) {
                 Ok(()) => {
-                    let s = fit::score(&req, node, usage);
+                    let s = fit::score(&req, cap, usage);
                     if best.is_none_or(|(b, _)| s > b) {
                         best = Some((s, name));
                     }
@@ -152,7 +153,7 @@ pub async fn run(client: Client) {
         .boxed();
     let mut state = State::default();
     let mut relist_pods: Option<Vec<Pod>> = None;
-    let mut relist_nodes: Option<BTreeMap<String, Node>> = None;
+    let mut relist_nodes: Option<BTreeMap<String, (Node, fit::Capacity)>> = None;
     let mut retry = tokio::time::interval(RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -178,7 +179,8 @@ pub async fn run(client: Client) {
             ev = node_events.next() => match ev {
                 Some(Ok(watcher::Event::Init)) => relist_nodes = Some(BTreeMap::new()),
                 Some(Ok(watcher::Event::InitApply(n))) => {
-                    relist_nodes.get_or_insert_with(BTreeMap::new).insert(n.name_any(), n);
+                    let cap = fit::Capacity::of(&n);
+                    relist_nodes.get_or_insert_with(BTreeMap::new).insert(n.name_any(), (n, cap));
                 }
                 Some(Ok(watcher::Event::InitDone)) => {
                     state.nodes = relist_nodes.take().unwrap_or_default();
@@ -186,7 +188,8 @@ pub async fn run(client: Client) {
                     state.dirty = true;
                 }
                 Some(Ok(watcher::Event::Apply(n))) => {
-                    state.nodes.insert(n.name_any(), n);
+                    let cap = fit::Capacity::of(&n);
+                    state.nodes.insert(n.name_any(), (n, cap));
                     state.dirty = true;
                 }
                 Some(Ok(watcher::Event::Delete(n))) => {
@@ -210,6 +213,10 @@ pub async fn run(client: Client) {
     }
 }
 
+/// Bindings in flight at once: each is a durable write, and the store commits concurrent writes
+/// together, so a window turns one fsync per pod into one per batch.
+const BIND_WINDOW: usize = 64;
+
 async fn schedule_pending(client: &Client, state: &mut State) {
     let waiting: Vec<(String, Pod)> = state
         .pending
@@ -218,15 +225,24 @@ async fn schedule_pending(client: &Client, state: &mut State) {
         .map(|(k, p)| (k.clone(), p.clone()))
         .collect();
     state.dirty = false;
+    let mut binds: JoinSet<(String, Pod, bool)> = JoinSet::new();
     for (k, pod) in waiting {
         match state.choose(&pod) {
             Ok(node) => {
-                if bind(client, &pod, &node).await {
-                    let req = Request::of(&pod);
-                    state.place(k.clone(), node, req);
-                    state.pending.remove(&k);
-                    state.reported.remove(&k);
+                // Assumed at once, so the next pod sees this one's usage.
+                state.place(k.clone(), node.clone(), Request::of(&pod));
+                state.pending.remove(&k);
+                state.reported.remove(&k);
+                while binds.len() >= BIND_WINDOW {
+                    if let Some(done) = binds.join_next().await {
+                        settle(state, done);
+                    }
                 }
+                let client = client.clone();
+                binds.spawn(async move {
+                    let ok = bind(&client, &pod, &node).await;
+                    (k, pod, ok)
+                });
             }
             Err(why) => {
                 if state.reported.get(&k) != Some(&why) {
@@ -235,6 +251,18 @@ async fn schedule_pending(client: &Client, state: &mut State) {
                 }
             }
         }
+    }
+    while let Some(done) = binds.join_next().await {
+        settle(state, done);
+    }
+}
+
+/// A failed binding gives the pod back to the queue and its node its room.
+fn settle(state: &mut State, done: Result<(String, Pod, bool), tokio::task::JoinError>) {
+    if let Ok((k, pod, false)) = done {
+        state.unplace(&k);
+        state.pending.insert(k, pod);
+        state.dirty = true;
     }
 }
 
@@ -255,20 +283,16 @@ async fn bind(client: &Client, pod: &Pod, node: &str) -> bool {
         .await
     {
         Ok(_) => {
-            let client = client.clone();
-            let reference = common::reference(pod);
             let message = format!("Successfully assigned {ns}/{name} to {node}");
-            tokio::spawn(async move {
-                common::record_event(
-                    &client,
-                    reference,
-                    SCHEDULER_NAME,
-                    "Normal",
-                    "Scheduled",
-                    message,
-                )
-                .await;
-            });
+            common::record_event(
+                client,
+                common::reference(pod),
+                SCHEDULER_NAME,
+                "Normal",
+                "Scheduled",
+                message,
+            )
+            .await;
             true
         }
         Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => true,
