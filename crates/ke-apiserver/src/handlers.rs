@@ -995,7 +995,13 @@ pub(crate) async fn delete_object<S: Storage>(
             return Ok(Deleted::Gone(current));
         }
         match server.storage.delete(&key, Some(stored.mod_revision)).await {
-            Ok(_) => return Ok(Deleted::Gone(current)),
+            Ok(_) => {
+                // The last object of a Terminating namespace lets the namespace go.
+                if let Some(ns) = ns.filter(|_| res.namespaced) {
+                    finish_namespace_if_empty(server, ns).await?;
+                }
+                return Ok(Deleted::Gone(current));
+            }
             Err(StorageError::Conflict { .. }) => continue,
             Err(e) => return Err(ApiError::from_storage(res, name, e)),
         }
@@ -1082,9 +1088,12 @@ async fn delete_namespace<S: Storage>(
     }
     match finish_namespace_if_empty(server, name).await? {
         Some(gone) => Ok(Deleted::Gone(gone)),
-        None => Ok(Deleted::Pending(
-            get_object(server, &nsr, None, name).await?,
-        )),
+        // Its last object may have gone meanwhile, taking the namespace with it.
+        None => match get_object(server, &nsr, None, name).await {
+            Ok(still) => Ok(Deleted::Pending(still)),
+            Err(e) if e.reason == "NotFound" => Ok(Deleted::Gone(current)),
+            Err(e) => Err(e),
+        },
     }
 }
 

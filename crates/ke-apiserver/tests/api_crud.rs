@@ -511,10 +511,34 @@ async fn cluster_scoped_and_other_groups() {
     let (code, _) = s
         .post(
             "/apis/batch/v1/namespaces/default/jobs",
-            &json!({"metadata": {"name": "j"}}),
+            &json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}),
         )
         .await;
     assert_eq!(code, StatusCode::CREATED);
+    // The server generates the Job's selector from its uid and labels the template to match.
+    let (_, job) = s.get("/apis/batch/v1/namespaces/default/jobs/j").await;
+    let uid = job["metadata"]["uid"].as_str().unwrap();
+    assert_eq!(
+        job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+        uid
+    );
+    assert_eq!(
+        job["spec"]["template"]["metadata"]["labels"]["job-name"],
+        "j"
+    );
+    let (code, v) = s
+        .post(
+            "/apis/batch/v1/namespaces/default/jobs",
+            &json!({"metadata": {"name": "always"}, "spec": {"template": {"spec": {
+                "containers": [{"name": "c", "image": "busybox"}]}}}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(
+        v["details"]["causes"][0]["field"],
+        "spec.template.spec.restartPolicy"
+    );
     let (code, _) = s
         .post(
             "/api/v1/namespaces/default/services",

@@ -261,10 +261,14 @@ async fn finalize(client: &Client, owner: &DynamicObject) -> bool {
             waiting = true;
             if dep.metadata.deletion_timestamp.is_none() {
                 let api = api_for(client, k, dep.namespace().as_deref());
-                match api
-                    .delete(&dep.name_any(), &DeleteParams::foreground())
-                    .await
-                {
+                // Foreground down the tree only where this collector will finish it; the
+                // leaves (pods) are simply deleted.
+                let dp = if WATCHED_OWNERS.contains(&k.2) {
+                    DeleteParams::foreground()
+                } else {
+                    DeleteParams::background()
+                };
+                match api.delete(&dep.name_any(), &dp).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
                     Err(e) => {

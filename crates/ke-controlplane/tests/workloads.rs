@@ -103,11 +103,104 @@ async fn deployments_scale_roll_back_and_cascade() {
     .await;
     assert_eq!(endpoints["subsets"][0]["ports"][0]["port"], 80);
 
+    let slices = c
+        .json(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+        ])
+        .await;
+    assert_eq!(
+        slices["items"][0]["endpoints"].as_array().map(Vec::len),
+        Some(5)
+    );
+
+    // Foreground cascade: the Deployment waits for its ReplicaSets and pods, then goes.
+    c.ok(&[
+        "create",
+        "deployment",
+        "fg",
+        "--image=busybox",
+        "--replicas=2",
+    ])
+    .await;
+    c.ok(&["rollout", "status", "deploy/fg", "--timeout=60s"])
+        .await;
+    c.ok(&[
+        "delete",
+        "deploy/fg",
+        "--cascade=foreground",
+        "--timeout=60s",
+    ])
+    .await;
+    let left = c.json(&["get", "pods", "-l", "app=fg"]).await;
+    assert!(
+        names(&left).is_empty(),
+        "foreground deletion removed the pods before the owner: {left}"
+    );
+
+    // Orphaning: the ReplicaSet stays, without its owner reference.
+    c.ok(&[
+        "create",
+        "deployment",
+        "orphan",
+        "--image=busybox",
+        "--replicas=1",
+    ])
+    .await;
+    c.ok(&["rollout", "status", "deploy/orphan", "--timeout=60s"])
+        .await;
+    c.ok(&[
+        "delete",
+        "deploy/orphan",
+        "--cascade=orphan",
+        "--timeout=60s",
+    ])
+    .await;
+    let kept = c.json(&["get", "rs", "-l", "app=orphan"]).await;
+    assert_eq!(names(&kept).len(), 1);
+    assert!(
+        kept["items"][0]["metadata"]
+            .get("ownerReferences")
+            .is_none_or(|r| r.as_array().is_some_and(Vec::is_empty))
+    );
+
+    // Every namespace gets its default ServiceAccount; deleting one waits for its pods.
+    c.ok(&["create", "namespace", "team"]).await;
+    eventually("the default ServiceAccount", || async {
+        c.kubectl(&["-n", "team", "get", "sa", "default"])
+            .await
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+    c.ok(&["-n", "team", "create", "deployment", "t", "--image=busybox"])
+        .await;
+    c.ok(&[
+        "-n",
+        "team",
+        "rollout",
+        "status",
+        "deploy/t",
+        "--timeout=60s",
+    ])
+    .await;
+    c.ok(&["delete", "namespace", "team", "--timeout=60s"])
+        .await;
+    assert!(
+        !c.kubectl(&["get", "namespace", "team"])
+            .await
+            .status
+            .success()
+    );
+
     // Cascading delete: the ReplicaSets and pods go with the Deployment.
     c.ok(&["delete", "deploy/web"]).await;
     eventually("the cascade", || async {
-        let sets = c.json(&["get", "rs"]).await;
-        let pods = c.json(&["get", "pods"]).await;
+        let sets = c.json(&["get", "rs", "-l", "app=web"]).await;
+        let pods = c.json(&["get", "pods", "-l", "app=web"]).await;
         (names(&sets).is_empty() && names(&pods).is_empty()).then_some(())
     })
     .await;
