@@ -1,14 +1,23 @@
-//! cloudcore: the cloud side of kubeedge-rs. Talks to a Kubernetes API server as a client and to
-//! every edge node over one edge-initiated connection. Modules are registered here as they are
-//! built (cloudhub today; edgecontroller, devicecontroller, synccontroller, cloudstream next).
+//! cloudcore: the cloud side of kubeedge-rs. Talks to a Kubernetes API server as a client —
+//! the embedded control plane it starts itself (`kubeAPIConfig.embedded`) or any cluster — and
+//! to every edge node over one edge-initiated connection.
+//!
+//! Startup order matters: the API server comes first (everything is a client of it), then the
+//! CRDs, the shared PKI and the sync records cloudhub's queues consult, then the modules.
+
+mod crds;
+mod kube_api;
+mod pki_secrets;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use ke_bus::BusRuntime;
 use ke_cloudhub::{CloudHub, CloudHubSettings};
 use ke_config::CloudCoreConfig;
 use ke_daemon::Component;
+use ke_synccontroller::{ObjectSyncStore, SyncController};
 
 const COMPONENT: Component = Component {
     name: "cloudcore",
@@ -28,15 +37,55 @@ fn main() -> ExitCode {
             );
         }
         tracing::info!(config = %config_path.display(), "config loaded");
+
+        let api = kube_api::connect(&config.kube_api_config).await?;
+        let client = api.client.clone();
+        crds::install(&client, Duration::from_secs(30))
+            .await
+            .context("install CRDs")?;
+        let store = ObjectSyncStore::new(client.clone());
+        let records = store.load().await.context("load sync records")?;
+        tracing::info!(records, "sync records loaded");
+
         let mut runtime = BusRuntime::new();
-        for module in config.enabled_modules() {
-            match module {
+        let enabled = config.enabled_modules();
+        for module in &enabled {
+            match *module {
                 ke_cloudhub::MODULE_NAME => {
                     let settings = CloudHubSettings::from_config(&config)?;
-                    let hub = CloudHub::bind(settings, runtime.bus().clone())
-                        .await
-                        .context("start cloudhub")?;
+                    pki_secrets::restore(&client, &settings).await?;
+                    let hub = CloudHub::bind_with_store(
+                        settings.clone(),
+                        runtime.bus().clone(),
+                        Box::new(store.clone()),
+                    )
+                    .await
+                    .context("start cloudhub")?;
+                    pki_secrets::publish(&client, &settings).await?;
                     runtime.register(hub)?;
+                }
+                ke_edgecontroller::MODULE_NAME => {
+                    let settings = ke_edgecontroller::Settings {
+                        cloudcore_id: config
+                            .modules
+                            .cloud_hub
+                            .advertise_address
+                            .first()
+                            .cloned()
+                            .unwrap_or_default(),
+                        ..Default::default()
+                    };
+                    runtime.register(ke_edgecontroller::EdgeController::new(
+                        client.clone(),
+                        settings,
+                    ))?;
+                }
+                ke_synccontroller::MODULE_NAME => {
+                    runtime.register(SyncController::new(
+                        client.clone(),
+                        store.clone(),
+                        Default::default(),
+                    ))?;
                 }
                 other => tracing::warn!(
                     module = other,
@@ -44,6 +93,10 @@ fn main() -> ExitCode {
                 ),
             }
         }
-        ke_daemon::run_until_signal(runtime).await
+        let result = ke_daemon::run_until_signal(runtime).await;
+        if let Some(embedded) = api.embedded {
+            embedded.shutdown().await;
+        }
+        result
     })
 }

@@ -43,12 +43,24 @@ pub fn init_logging() {
         .init();
 }
 
-/// Opens the store, calls `started` with the server (to attach what runs beside it), and
-/// serves until SIGINT or SIGTERM.
-pub async fn run<T>(
+/// A started API server: serving in a background task until the `shutdown` future given to
+/// [`start`] resolves.
+pub struct Running {
+    pub server: ApiServer<SqliteStorage>,
+    /// Where it listens (the real port when the bind address asked for port 0).
+    pub addr: SocketAddr,
+    /// The admin kubeconfig for kubectl; `None` with `--insecure-http`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Resolves when serving has stopped.
+    pub serving: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Opens the store, binds, writes the PKI and admin kubeconfig, and serves in the background
+/// until `shutdown` resolves.
+pub async fn start(
     args: Options,
-    started: impl FnOnce(&ApiServer<SqliteStorage>) -> T,
-) -> anyhow::Result<()> {
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let db = args.data_dir.join("apiserver.db");
@@ -63,31 +75,24 @@ pub async fn run<T>(
     let server = ApiServer::new(storage, ServerConfig::default())
         .await
         .context("initialising the store")?;
-    // Kept alive for as long as the server serves.
-    let _beside = started(&server);
     let listener = TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
-    let shutdown = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    };
 
     if args.insecure_http {
         tracing::warn!(%addr, "serving plain http without authentication (--insecure-http)");
-        serve::serve_plain(listener, server.router(), shutdown).await?;
-        return Ok(());
+        let router = server.router();
+        let serving = tokio::spawn(async move {
+            serve::serve_plain(listener, router, shutdown).await?;
+            Ok(())
+        });
+        return Ok(Running {
+            server,
+            addr,
+            kubeconfig: None,
+            serving,
+        });
     }
 
     // The address clients dial: a wildcard bind is reached over loopback locally.
@@ -111,6 +116,44 @@ pub async fn run<T>(
     pki.write_admin_kubeconfig(&kubeconfig, &url)
         .context("writing admin kubeconfig")?;
     tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "serving");
-    serve::serve_tls(listener, pki.tls_config()?, server.router(), shutdown).await;
-    Ok(())
+    let tls = pki.tls_config()?;
+    let router = server.router();
+    let serving = tokio::spawn(async move {
+        serve::serve_tls(listener, tls, router, shutdown).await;
+        Ok(())
+    });
+    Ok(Running {
+        server,
+        addr,
+        kubeconfig: Some(kubeconfig),
+        serving,
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Starts the server, calls `started` with it (to attach what runs beside it), and serves until
+/// SIGINT or SIGTERM.
+pub async fn run<T>(
+    args: Options,
+    started: impl FnOnce(&ApiServer<SqliteStorage>) -> T,
+) -> anyhow::Result<()> {
+    let running = start(args, termination_signal()).await?;
+    // Kept alive for as long as the server serves.
+    let _beside = started(&running.server);
+    running.serving.await.context("serving task")?
 }

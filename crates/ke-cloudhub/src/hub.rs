@@ -25,6 +25,7 @@ pub mod destinations {
     pub const EDGE_CONTROLLER_GROUP: &str = "edgecontroller";
     pub const DEVICE_CONTROLLER_GROUP: &str = "devicecontroller";
     pub const DYNAMIC_CONTROLLER: &str = "dynamiccontroller";
+    pub const SYNC_CONTROLLER: &str = "synccontroller";
     pub const ROUTER: &str = "router";
 }
 
@@ -291,8 +292,9 @@ async fn send_or_log(shared: &Shared, target: Target, message: Message) {
     }
 }
 
-/// Upstream publishes `node/<id>` connected/disconnected events; nothing consumes them yet, but
-/// controllers may (e.g. to mark a node's link state).
+/// Upstream publishes `node/<id>` connected/disconnected events to the edgecontroller group
+/// (which annotates the Node with its cloudcore); the synccontroller reconciles a node that
+/// connects.
 async fn publish_connection_event(shared: &Shared, node_id: &str, op: &str) {
     let mut event = Message::new().with_route(
         source::CLOUD_HUB,
@@ -305,6 +307,12 @@ async fn publish_connection_event(shared: &Shared, node_id: &str, op: &str) {
         "timestamp": event.header.timestamp,
         "client_id": node_id,
     });
+    if shared.bus.contains(destinations::SYNC_CONTROLLER) {
+        let _ = shared
+            .bus
+            .send(destinations::SYNC_CONTROLLER, event.clone())
+            .await;
+    }
     if shared
         .bus
         .group_members(destinations::EDGE_CONTROLLER_GROUP)

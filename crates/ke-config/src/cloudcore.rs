@@ -82,6 +82,7 @@ impl CloudCoreConfig {
                 qps: 5 * node_limit,
                 burst: 10 * node_limit,
                 kube_config: String::new(),
+                embedded: None,
             },
             modules: CloudCoreModules {
                 cloud_hub: CloudHub {
@@ -254,6 +255,36 @@ pub struct KubeApiConfig {
     pub burst: i32,
     #[serde(rename = "kubeConfig")]
     pub kube_config: String,
+    /// kubeedge-rs extension: run the embedded control plane (API server on SQLite, scheduler,
+    /// controllers) inside cloudcore instead of connecting to `master`/`kubeConfig`. Written only
+    /// when set, so `--defaultconfig` stays upstream's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedded: Option<EmbeddedControlPlane>,
+}
+
+/// Where and how the embedded control plane serves (`kubeAPIConfig.embedded`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedControlPlane {
+    /// Database, API-server PKI and `admin.kubeconfig` (for kubectl) live here.
+    #[serde(rename = "dataDir")]
+    pub data_dir: String,
+    /// `host:port` the API server listens on for kubectl (mTLS).
+    #[serde(rename = "bindAddress")]
+    pub bind_address: String,
+    /// Seconds without a lease renewal before a node goes `Unknown`.
+    #[serde(rename = "nodeMonitorGracePeriod")]
+    pub node_monitor_grace_period: i32,
+}
+
+impl Default for EmbeddedControlPlane {
+    fn default() -> Self {
+        EmbeddedControlPlane {
+            data_dir: "/var/lib/kubeedge/controlplane".into(),
+            bind_address: "127.0.0.1:6443".into(),
+            node_monitor_grace_period: 40,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

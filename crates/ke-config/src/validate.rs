@@ -145,6 +145,25 @@ impl ConfigDoc for CloudCoreConfig {
         }
         e.non_negative("kubeAPIConfig.qps", k.qps.into());
         e.non_negative("kubeAPIConfig.burst", k.burst.into());
+        if let Some(embedded) = &k.embedded {
+            // Port 0 (pick a free one) is allowed: the address is reported in the log and
+            // in admin.kubeconfig.
+            if embedded
+                .bind_address
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+            {
+                e.push(
+                    "kubeAPIConfig.embedded.bindAddress",
+                    format!("{:?} must be ip:port", embedded.bind_address),
+                );
+            }
+            e.non_empty("kubeAPIConfig.embedded.dataDir", &embedded.data_dir);
+            e.positive(
+                "kubeAPIConfig.embedded.nodeMonitorGracePeriod",
+                embedded.node_monitor_grace_period.into(),
+            );
+        }
 
         let m = &self.modules;
         let h = &m.cloud_hub;
