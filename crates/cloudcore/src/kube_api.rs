@@ -55,10 +55,13 @@ pub async fn connect(config: &KubeApiConfig) -> anyhow::Result<KubeApi> {
         client_config
     } else if !config.master.is_empty() {
         kube::Config::new(config.master.parse().context("kubeAPIConfig.master")?)
+    } else if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        kube::Config::incluster().context("in-cluster API server config")?
     } else {
-        kube::Config::incluster().context(
-            "no kubeAPIConfig.kubeConfig, master or embedded, and not running in a cluster",
-        )?
+        anyhow::bail!(
+            "kubeAPIConfig names no API server and this is not a pod in a cluster: set \
+             kubeAPIConfig.embedded (the built-in control plane), kubeConfig or master"
+        )
     };
     tracing::info!(server = %client_config.cluster_url, "using the Kubernetes API server");
     let client = kube::Client::try_from(client_config).context("build the Kubernetes client")?;
@@ -93,7 +96,7 @@ async fn start_embedded(config: &EmbeddedControlPlane) -> anyhow::Result<KubeApi
     tracing::info!(
         addr = %running.addr,
         kubeconfig = ?running.kubeconfig,
-        "embedded control plane running (kubectl --kubeconfig <kubeconfig>)"
+        "embedded control plane serving (kubectl --kubeconfig <kubeconfig>)"
     );
     Ok(KubeApi {
         client: ke_controlplane::in_process_client(&running.server),

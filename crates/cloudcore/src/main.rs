@@ -62,6 +62,9 @@ fn main() -> ExitCode {
                     .await
                     .context("start cloudhub")?;
                     pki_secrets::publish(&client, &settings).await?;
+                    let stats = store.stats();
+                    hub.metrics()
+                        .add_exporter(Box::new(move |out: &mut String| stats.render(out)));
                     runtime.register(hub)?;
                 }
                 ke_edgecontroller::MODULE_NAME => {
@@ -86,6 +89,9 @@ fn main() -> ExitCode {
                         store.clone(),
                         Default::default(),
                     ))?;
+                }
+                ke_devicecontroller::MODULE_NAME => {
+                    runtime.register(ke_devicecontroller::DeviceController::new(client.clone()))?;
                 }
                 other => tracing::warn!(
                     module = other,

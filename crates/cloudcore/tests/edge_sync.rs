@@ -275,15 +275,26 @@ async fn a_node_that_was_away_converges_to_exactly_the_current_objects() {
             current.insert(uid, version);
         }
     }
+    // Pods and ConfigMaps are namespaced: their records are ObjectSyncs (the Node's is a
+    // ClusterObjectSync). New and deleted records are written within a flush; a version-only
+    // change may lag (it is written lazily), but never claims more than the edge holds.
     eventually(
         "sync records of exactly the current pods and ConfigMaps",
         async || {
             let records = sync_records(&cloud, "edge-1").await;
-            // Pods and ConfigMaps are namespaced: their records are ObjectSyncs (the Node's is a
-            // ClusterObjectSync).
-            (records == current).then_some(())
+            let version = |v: &str| v.parse::<u64>().unwrap_or(0);
+            let none_ahead = |(uid, held): (&String, &String)| {
+                current
+                    .get(uid)
+                    .is_some_and(|now| version(held) <= version(now))
+            };
+            (records.keys().eq(current.keys()) && records.iter().all(none_ahead)).then_some(())
         },
     )
     .await;
     edge.disconnect().await;
+    // A clean stop writes the lagging versions: after it the records are exact.
+    cloud.stop();
+    cloud.restart();
+    assert_eq!(sync_records(&cloud, "edge-1").await, current);
 }

@@ -12,5 +12,6 @@ fn command_line_contract() {
             misspelling: "heartbeet:",
             expected_path: "modules.edgeHub.heartbeet",
         },
+        str::to_owned,
     );
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ke_testkit::cli_contract::sandboxed;
+use ke_testkit::cli_contract::{sandboxed, with_embedded_control_plane};
 use ke_testkit::{Daemon, run_to_completion, sibling_binary};
 use nix::sys::signal::Signal;
 
@@ -65,7 +65,10 @@ fn edgecore_joins_and_connects_to_cloudcore() {
     let cloudcore = sibling_binary("cloudcore");
     let edgecore = Path::new(env!("CARGO_BIN_EXE_edgecore"));
 
-    let cloud_config = sandboxed(&default_config(&cloudcore), dir.path());
+    let cloud_config = sandboxed(
+        &with_embedded_control_plane(&default_config(&cloudcore)),
+        dir.path(),
+    );
     let cloud_config = set(&cloud_config, &["advertiseAddress"], "[127.0.0.1]");
     let ws_port = port_of(&cloud_config, "websocket");
     let https_port = port_of(&cloud_config, "https");

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use hub::{SessionPolicy, destinations};
-pub use metrics::Metrics;
+pub use metrics::{Exporter, Metrics};
 
 use crate::certserver::CertServer;
 use crate::hub::Shared;

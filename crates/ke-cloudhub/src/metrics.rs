@@ -10,6 +10,9 @@ use std::time::Duration;
 /// Upper bounds (seconds) of the ACK-latency histogram buckets.
 const ACK_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0];
 
+/// Appends more metrics in the text format, e.g. from modules that share cloudhub's endpoint.
+pub type Exporter = Box<dyn Fn(&mut String) + Send + Sync>;
+
 #[derive(Default)]
 pub struct Metrics {
     connected: AtomicU64,
@@ -21,6 +24,7 @@ pub struct Metrics {
     ack_count: AtomicU64,
     ack_sum_micros: AtomicU64,
     queue_depth: Mutex<HashMap<String, usize>>,
+    exporters: Mutex<Vec<Exporter>>,
 }
 
 impl Metrics {
@@ -59,6 +63,14 @@ impl Metrics {
             }
             None => {}
         }
+    }
+
+    /// Serves `exporter`'s metrics on the same endpoint.
+    pub fn add_exporter(&self, exporter: Exporter) {
+        self.exporters
+            .lock()
+            .expect("metrics lock poisoned")
+            .push(exporter);
     }
 
     pub fn connected_nodes(&self) -> u64 {
@@ -145,6 +157,9 @@ impl Metrics {
             load(&self.ack_sum_micros) as f64 / 1e6
         );
         let _ = writeln!(out, "cloudhub_ack_latency_seconds_count {count}");
+        for exporter in self.exporters.lock().expect("metrics lock poisoned").iter() {
+            exporter(&mut out);
+        }
         out
     }
 }

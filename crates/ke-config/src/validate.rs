@@ -146,6 +146,12 @@ impl ConfigDoc for CloudCoreConfig {
         e.non_negative("kubeAPIConfig.qps", k.qps.into());
         e.non_negative("kubeAPIConfig.burst", k.burst.into());
         if let Some(embedded) = &k.embedded {
+            if !k.kube_config.is_empty() || !k.master.is_empty() {
+                e.push(
+                    "kubeAPIConfig.embedded",
+                    "cannot be combined with kubeConfig or master: pick one API server",
+                );
+            }
             // Port 0 (pick a free one) is allowed: the address is reported in the log and
             // in admin.kubeconfig.
             if embedded

@@ -95,6 +95,35 @@ modules:
 }
 
 #[test]
+fn embedded_control_plane_problems_are_reported() {
+    let errors = fields(CloudCoreConfig::from_yaml_str(
+        "kubeAPIConfig:
+  master: https://192.0.2.9:6443
+  embedded:
+    dataDir: ''
+    bindAddress: localhost
+    nodeMonitorGracePeriod: 0
+",
+        &host(),
+    ));
+    for (field, why) in [
+        ("kubeAPIConfig.embedded", "cannot be combined"),
+        ("kubeAPIConfig.embedded.dataDir", "empty"),
+        ("kubeAPIConfig.embedded.bindAddress", "ip:port"),
+        (
+            "kubeAPIConfig.embedded.nodeMonitorGracePeriod",
+            "greater than 0",
+        ),
+    ] {
+        assert!(
+            has(&errors, field, why),
+            "missing {field} ({why}) in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+}
+
+#[test]
 fn edgecore_problems_are_all_reported_with_their_fields() {
     let errors = fields(EdgeCoreConfig::from_yaml_str(
         "database:

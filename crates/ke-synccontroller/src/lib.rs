@@ -103,6 +103,12 @@ impl Module for SyncController {
                 }
             }
             self.store.flush(true).await;
+            let stats = self.store.stats();
+            tracing::info!(
+                acks = stats.acks.load(std::sync::atomic::Ordering::Relaxed),
+                api_calls = stats.api_calls.load(std::sync::atomic::Ordering::Relaxed),
+                "sync records flushed"
+            );
             Ok(())
         })
     }

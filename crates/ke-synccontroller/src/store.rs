@@ -5,12 +5,15 @@
 //! tells it about every ACK. Answers come from memory, so delivery never waits for the API
 //! server. Writes are coalesced per record and flushed by [`ObjectSyncStore::flush`]:
 //!
-//! * a record that must appear (first ACK of an object) or disappear (the edge ACKed its
-//!   delete, or the node is gone) is written on the next flush;
-//! * a version-only change is written at most every `version_every` flushes. A version that is
-//!   behind in the API only costs a redundant resend after a cloudcore restart (the edge
-//!   treats a repeated version as a no-op), while writing every ACK is what makes upstream
-//!   spend 2–3 API calls per message.
+//! * a record that must appear (first ACK of an object: create plus the status subresource,
+//!   two calls) or disappear (the edge ACKed its delete, or the node is gone: one call) is
+//!   written on the next flush. Its existence is what lets a reconcile after a crash tell the
+//!   node about objects deleted meanwhile;
+//! * a version-only change is written at most every `version_every` flushes (default 60, a
+//!   minute) and at shutdown, however many ACKs it collects. A version that is behind in the
+//!   API only costs one redundant resend after a crash (the edge treats a repeated version as
+//!   a no-op), while writing every ACK is what makes upstream spend 2–3 API calls per
+//!   message.
 //!
 //! Memory is authoritative while cloudcore runs; the records are its durable copy, loaded once
 //! at start ([`ObjectSyncStore::load`]).
@@ -67,6 +70,30 @@ pub struct Stats {
     pub api_calls: AtomicU64,
 }
 
+impl Stats {
+    /// The counters in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        for (name, help, value) in [
+            (
+                "cloudcore_sync_acks_total",
+                "ACKs recorded in the sync store.",
+                self.acks.load(Ordering::Relaxed),
+            ),
+            (
+                "cloudcore_sync_record_api_calls_total",
+                "API calls made to persist sync records.",
+                self.api_calls.load(Ordering::Relaxed),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+    }
+}
+
 /// Cheap to clone: every clone shares the same records.
 #[derive(Clone)]
 pub struct ObjectSyncStore {
@@ -92,7 +119,7 @@ impl ObjectSyncStore {
             state: Arc::default(),
             stats: Arc::default(),
             flushes: Arc::default(),
-            version_every: 10,
+            version_every: 60,
         }
     }
 
@@ -144,8 +171,8 @@ impl ObjectSyncStore {
         Ok(count)
     }
 
-    pub fn stats(&self) -> &Stats {
-        &self.stats
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
     }
 
     /// The records of `node`, or of every node.
@@ -259,8 +286,7 @@ impl ObjectSyncStore {
                 let scope = Scope::of(&held.object);
                 let api = scope.api(&self.client, held.object.namespace.as_deref());
                 let name = records::record_name(&key.0, &key.1);
-                let created = api.create(&PostParams::default(), &body).await;
-                match created {
+                match api.create(&PostParams::default(), &body).await {
                     Ok(_) => {}
                     // Written by an earlier run whose load this store did not see; fall
                     // through to the status write.
@@ -271,15 +297,14 @@ impl ObjectSyncStore {
                         return 1;
                     }
                 }
+                // The CRDs have a status subresource: the version is a second call.
                 let status =
                     json!({ "status": { "objectResourceVersion": held.version.to_string() } });
                 match api
                     .patch_status(&name, &params, &Patch::Merge(&status))
                     .await
                 {
-                    Ok(_) => {
-                        self.mark_persisted(key, &held);
-                    }
+                    Ok(_) => self.mark_persisted(key, &held),
                     Err(err) => {
                         tracing::warn!(%name, error = %err, "sync record status not written; will retry");
                         let mut state = self.lock();

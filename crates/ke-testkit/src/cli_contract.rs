@@ -44,8 +44,8 @@ fn run_with_config(bin: &Path, text: &str) -> (Option<i32>, String) {
 }
 
 /// Well-known KubeEdge ports that a default config binds or dials.
-const DEFAULT_PORTS: [u16; 12] = [
-    10000, 10001, 10002, 10003, 10004, 9091, 10350, 10550, 1883, 1884, 9060, 9443,
+const DEFAULT_PORTS: [u16; 13] = [
+    10000, 10001, 10002, 10003, 10004, 9091, 10350, 10550, 1883, 1884, 9060, 9443, 6443,
 ];
 
 /// The same config, but with every file under `dir` and every well-known port replaced by a
@@ -64,6 +64,22 @@ pub fn sandboxed(config: &str, dir: &Path) -> String {
     text
 }
 
+/// cloudcore's printed configs (upstream's) name no API server; this adds the embedded control
+/// plane at its default place, which [`sandboxed`] then relocates like every other path.
+pub fn with_embedded_control_plane(config: &str) -> String {
+    let embedded = "  embedded:\n    dataDir: /var/lib/kubeedge/controlplane\n    \
+                    bindAddress: 127.0.0.1:6443\n";
+    if config.contains("kubeAPIConfig:\n") {
+        config.replacen(
+            "kubeAPIConfig:\n",
+            &format!("kubeAPIConfig:\n{embedded}"),
+            1,
+        )
+    } else {
+        format!("{config}kubeAPIConfig:\n{embedded}")
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -71,7 +87,9 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-pub fn check(bin: &Path, name: &str, typo: &Typo) {
+/// `run_config` turns a printed config into one the daemon can run with on this machine (cloudcore
+/// needs an API server; upstream's default config names none), before [`sandboxed`] relocates it.
+pub fn check(bin: &Path, name: &str, typo: &Typo, run_config: fn(&str) -> String) {
     // --version and --help exit 0 and say what they should.
     assert!(stdout_of(bin, &["--version"]).contains("kubeedge-rs"));
     let help = stdout_of(bin, &["--help"]);
@@ -93,9 +111,9 @@ pub fn check(bin: &Path, name: &str, typo: &Typo) {
     for (label, text) in [("default", &default_config), ("min", &min_config)] {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&path, sandboxed(text, dir.path())).expect("write config");
+        std::fs::write(&path, sandboxed(&run_config(text), dir.path())).expect("write config");
         let mut daemon = Daemon::start(bin, &["--config", path.to_str().expect("utf-8 path")]);
-        daemon.wait_for_log("running", QUICK);
+        daemon.wait_for_log("running; send SIGINT or SIGTERM to stop", QUICK);
         let status = daemon.stop_with(Signal::SIGTERM, QUICK);
         assert!(
             status.success(),

@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 
 /// Upper bound for a single wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(30);
+/// Upper bound for one kubectl run (the benchmark creates 800 pods in one).
+const KUBECTL_DEADLINE: Duration = Duration::from_secs(300);
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -36,6 +38,8 @@ pub struct Cloud {
     pub kubeconfig: PathBuf,
     pub websocket: SocketAddr,
     pub https: SocketAddr,
+    /// Prometheus text on `/metrics`.
+    pub monitor: SocketAddr,
     pub daemon: Option<Daemon>,
 }
 
@@ -45,6 +49,7 @@ impl Cloud {
         let websocket: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let monitor: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let defaults = ke_testkit::run_to_completion(&binary(), &["--defaultconfig"], WAIT);
         let mut config: serde_yaml::Value =
             serde_yaml::from_slice(&defaults.stdout).expect("default config");
@@ -71,7 +76,7 @@ impl Cloud {
         set(
             &mut config,
             &["commonConfig", "monitorServer", "bindAddress"],
-            format!("127.0.0.1:{}", free_port()).into(),
+            monitor.to_string().into(),
         );
         for (key, file) in [
             ("tlsCAFile", "ca/rootCA.crt"),
@@ -119,6 +124,7 @@ impl Cloud {
             kubeconfig: dir.join("controlplane/admin.kubeconfig"),
             websocket,
             https,
+            monitor,
             daemon: None,
         };
         cloud.restart();
@@ -137,6 +143,17 @@ impl Cloud {
         if let Some(mut daemon) = self.daemon.take() {
             daemon.stop_with(nix::sys::signal::Signal::SIGKILL, WAIT);
         }
+    }
+
+    /// Stops cloudcore with SIGTERM (it flushes what it holds) and returns its log.
+    pub fn stop(&mut self) -> String {
+        let Some(mut daemon) = self.daemon.take() else {
+            return String::new();
+        };
+        let status = daemon.stop_with(nix::sys::signal::Signal::SIGTERM, WAIT);
+        let log = daemon.log();
+        assert!(status.success(), "cloudcore exited with {status}:\n{log}");
+        log
     }
 
     pub fn log(&mut self) -> String {
@@ -164,7 +181,7 @@ impl Cloud {
             .args(args)
             .env("HOME", &self.dir)
             .kill_on_drop(true);
-        tokio::time::timeout(WAIT, command.output())
+        tokio::time::timeout(KUBECTL_DEADLINE, command.output())
             .await
             .expect("kubectl finishes")
             .unwrap()
@@ -183,9 +200,34 @@ impl Cloud {
     }
 
     pub async fn apply(&self, manifest: &str) {
+        self.with_manifest("apply", manifest).await;
+    }
+
+    /// `kubectl create -f`: one POST per object, where apply reads each one first.
+    pub async fn create(&self, manifest: &str) {
+        self.with_manifest("create", manifest).await;
+    }
+
+    async fn with_manifest(&self, verb: &str, manifest: &str) {
         let path = self.dir.join(format!("manifest-{}.yaml", uuid_like()));
         std::fs::write(&path, manifest).unwrap();
-        self.ok(&["apply", "-f", path.to_str().unwrap()]).await;
+        self.ok(&[verb, "-f", path.to_str().unwrap()]).await;
+    }
+
+    /// One counter from cloudcore's metrics endpoint.
+    pub async fn metric(&self, name: &str) -> u64 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(self.monitor)
+            .await
+            .expect("metrics endpoint");
+        tcp.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        tcp.read_to_string(&mut body).await.unwrap();
+        body.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in the metrics"))
     }
 
     pub async fn json(&self, args: &[&str]) -> Value {
@@ -212,6 +254,10 @@ pub fn binary() -> PathBuf {
 pub struct EdgeStore {
     pub objects: BTreeMap<String, Value>,
     pub received: Vec<Message>,
+    /// What reached the devicetwin module (membership updates, twin confirmations).
+    pub twin: Vec<Message>,
+    /// When each resource was last stored.
+    pub arrivals: BTreeMap<String, Instant>,
 }
 
 impl EdgeStore {
@@ -257,6 +303,7 @@ impl Module for Meta {
                     let resource = message.router.resource.clone();
                     match message.router.operation.as_str() {
                         "insert" | "update" => {
+                            store.arrivals.insert(resource.clone(), Instant::now());
                             store.objects.insert(resource, message.content.clone());
                             true
                         }
@@ -279,7 +326,29 @@ impl Module for Meta {
     }
 }
 
-/// An edge node: edgehub connected to the cloud, and the stand-in metamanager.
+/// The stand-in devicetwin: records what it is sent.
+struct Twin {
+    store: Arc<Mutex<EdgeStore>>,
+}
+
+impl Module for Twin {
+    fn name(&self) -> &str {
+        "twin"
+    }
+    fn group(&self) -> &str {
+        "twin"
+    }
+    fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            while let Some(message) = ctx.recv().await {
+                self.store.lock().unwrap().twin.push(message);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// An edge node: edgehub connected to the cloud, and stand-ins for metamanager and devicetwin.
 pub struct Edge {
     pub node: String,
     pub bus: Bus,
@@ -313,6 +382,11 @@ impl Edge {
         runtime.register(EdgeHub::new(settings)).unwrap();
         runtime
             .register(Meta {
+                store: Arc::clone(&store),
+            })
+            .unwrap();
+        runtime
+            .register(Twin {
                 store: Arc::clone(&store),
             })
             .unwrap();
@@ -364,6 +438,15 @@ impl Edge {
                 Err(err) => panic!("{op} {resource}: no answer: {err}"),
             }
         }
+    }
+
+    /// Sends a message upstream without waiting for an answer (devicetwin's reports: their
+    /// confirmations come back to the twin module).
+    pub async fn send(&self, message: Message) {
+        self.bus
+            .send(ke_edgehub::MODULE_NAME, message)
+            .await
+            .expect("edgehub takes it");
     }
 
     /// Registers the node as edged does on its first start.
