@@ -1,7 +1,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ke_testkit::cli_contract::{Typo, check, sandboxed, with_embedded_control_plane};
+use ke_testkit::cli_contract::{Typo, check};
+use ke_testkit::config::{sandboxed, with_embedded_control_plane};
 use ke_testkit::run_to_completion;
 
 const CLOUDCORE: &str = env!("CARGO_BIN_EXE_cloudcore");

@@ -1,6 +1,6 @@
 //! edgecore: the agent on each edge node. One small binary: it must never link API-server or
-//! Kubernetes-client code. Modules are registered here as they are built (edgehub today;
-//! metamanager, edged, eventbus, devicetwin, servicebus, edgestream next).
+//! Kubernetes-client code. Modules are registered here as they are built (edgehub, metamanager,
+//! edged's node lifecycle today; pods, eventbus, devicetwin, servicebus, edgestream next).
 
 use std::process::ExitCode;
 
@@ -8,7 +8,9 @@ use anyhow::Context as _;
 use ke_bus::BusRuntime;
 use ke_config::EdgeCoreConfig;
 use ke_daemon::Component;
+use ke_edged::{Edged, EdgedSettings};
 use ke_edgehub::{EdgeHub, EdgeHubSettings};
+use ke_metamanager::{MetaManager, MetaManagerSettings};
 
 const COMPONENT: Component = Component {
     name: "edgecore",
@@ -31,6 +33,14 @@ fn main() -> ExitCode {
             match module {
                 ke_edgehub::MODULE_NAME => {
                     runtime.register(EdgeHub::new(EdgeHubSettings::from_config(&config)))?;
+                }
+                ke_metamanager::MODULE_NAME => {
+                    let settings = MetaManagerSettings::from_config(&config);
+                    let meta = MetaManager::open(settings).context("open the edge database")?;
+                    runtime.register(meta)?;
+                }
+                ke_edged::MODULE_NAME => {
+                    runtime.register(Edged::new(EdgedSettings::from_config(&config, &host)))?;
                 }
                 other => tracing::warn!(
                     module = other,

@@ -39,7 +39,9 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use crate::downstream::EDGE_ROLE_LABEL;
-use crate::kinds::Kind;
+use ke_message::kinds::Kind;
+
+use crate::kinds::KindApi as _;
 use crate::locations::{Locations, Reference};
 use crate::reply::{self, api_error, object_resp, response, status_error};
 

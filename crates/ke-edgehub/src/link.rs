@@ -176,10 +176,20 @@ async fn dispatch(bus: &Bus, message: Message) {
     let msg_id = message.header.id.clone();
     let delivered = match route_downstream(&message) {
         Route::Reply => {
-            if !bus.send_resp(message) {
-                tracing::debug!(%msg_id, "reply from the cloud arrived after its requester gave up");
+            // A resource reply can come through the cloud's reliable queue (a query's answer):
+            // if its requester gave up, metamanager still stores and ACKs it, or the cloud
+            // would resend it forever.
+            let late = (message.router.group == group::RESOURCE).then(|| message.clone());
+            if bus.send_resp(message) {
+                return;
             }
-            return;
+            match late {
+                Some(late) => bus.send_to_group(group::META, late).await.map(|_| ()),
+                None => {
+                    tracing::debug!(%msg_id, "reply from the cloud arrived after its requester gave up");
+                    return;
+                }
+            }
         }
         Route::Group(name) => bus.send_to_group(name, message).await.map(|_| ()),
         Route::Module(name) => bus.send(name, message).await,

@@ -46,7 +46,7 @@ pub fn encode_frame(message: &Message) -> Vec<u8> {
 }
 
 /// Go-compatible JSON of an arbitrary value, used for content re-marshalling.
-pub(crate) fn encode_value(value: &Value) -> Vec<u8> {
+pub fn encode_value(value: &Value) -> Vec<u8> {
     to_go_json(value)
 }
 

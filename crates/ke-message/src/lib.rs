@@ -15,7 +15,8 @@
 //!   `"OK"`, JSON-in-a-string patches, and base64 strings where Go put a `[]byte`.
 //! * [`resource`] parses and builds resource strings in both the cloud-internal form
 //!   `node/<id>/<ns>/<type>/<name>` and the wire form `<ns>/<type>/<name>`.
-//! * [`constants`] holds the operation, resource-type and group names peers agree on.
+//! * [`constants`] holds the operation, resource-type and group names peers agree on;
+//!   [`kinds`] the Kubernetes kinds behind the resource-type tokens.
 //! * [`compare_resource_versions`] orders resourceVersions numerically and returns an error for
 //!   non-numeric input, where upstream panics.
 //!
@@ -24,6 +25,7 @@
 pub mod codec;
 pub mod constants;
 mod de;
+pub mod kinds;
 mod message;
 pub mod resource;
 mod version;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::config::sandboxed;
 use crate::{Daemon, run_to_completion};
 
 const QUICK: Duration = Duration::from_secs(30);
@@ -41,50 +42,6 @@ fn run_with_config(bin: &Path, text: &str) -> (Option<i32>, String) {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// Well-known KubeEdge ports that a default config binds or dials.
-const DEFAULT_PORTS: [u16; 13] = [
-    10000, 10001, 10002, 10003, 10004, 9091, 10350, 10550, 1883, 1884, 9060, 9443, 6443,
-];
-
-/// The same config, but with every file under `dir` and every well-known port replaced by a
-/// free one, so a test neither writes to /etc nor collides with a running KubeEdge.
-pub fn sandboxed(config: &str, dir: &Path) -> String {
-    let root = dir.display();
-    let mut text = config
-        .replace("/etc/kubeedge/", &format!("{root}/etc/kubeedge/"))
-        .replace("/var/lib/kubeedge/", &format!("{root}/var/lib/kubeedge/"));
-    for port in DEFAULT_PORTS {
-        let free = free_port();
-        text = text
-            .replace(&format!("port: {port}\n"), &format!("port: {free}\n"))
-            .replace(&format!(":{port}\n"), &format!(":{free}\n"));
-    }
-    text
-}
-
-/// cloudcore's printed configs (upstream's) name no API server; this adds the embedded control
-/// plane at its default place, which [`sandboxed`] then relocates like every other path.
-pub fn with_embedded_control_plane(config: &str) -> String {
-    let embedded = "  embedded:\n    dataDir: /var/lib/kubeedge/controlplane\n    \
-                    bindAddress: 127.0.0.1:6443\n";
-    if config.contains("kubeAPIConfig:\n") {
-        config.replacen(
-            "kubeAPIConfig:\n",
-            &format!("kubeAPIConfig:\n{embedded}"),
-            1,
-        )
-    } else {
-        format!("{config}kubeAPIConfig:\n{embedded}")
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
 }
 
 /// `run_config` turns a printed config into one the daemon can run with on this machine (cloudcore

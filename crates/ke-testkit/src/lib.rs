@@ -3,6 +3,7 @@
 //! Everything here has a deadline, so a hung daemon fails a test instead of hanging CI.
 
 pub mod cli_contract;
+pub mod config;
 mod process;
 
 pub use process::{Daemon, run_to_completion};

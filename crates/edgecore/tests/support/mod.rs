@@ -1,0 +1,142 @@
+//! A real cloudcore (embedded control plane) and real edgecores on loopback, configured from
+//! their own `--defaultconfig` output, everything under one temporary directory.
+
+#![allow(dead_code)] // each test binary uses part of this
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use ke_testkit::config::{port_of, sandboxed, set, with_embedded_control_plane};
+use ke_testkit::{Daemon, run_to_completion, sibling_binary};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn edgecore() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_edgecore"))
+}
+
+fn default_config(bin: &Path) -> String {
+    let out = run_to_completion(bin, &["--defaultconfig"], WAIT);
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub struct Cloud {
+    pub dir: PathBuf,
+    pub daemon: Option<Daemon>,
+    config: PathBuf,
+    ws_port: String,
+    https_port: String,
+}
+
+impl Cloud {
+    pub fn start(dir: &Path) -> Cloud {
+        let text = sandboxed(
+            &with_embedded_control_plane(&default_config(&sibling_binary("cloudcore"))),
+            dir,
+        );
+        let text = set(&text, &["advertiseAddress"], "[127.0.0.1]");
+        let config = dir.join("cloudcore.yaml");
+        std::fs::write(&config, &text).unwrap();
+        let mut cloud = Cloud {
+            dir: dir.to_owned(),
+            daemon: None,
+            config,
+            ws_port: port_of(&text, "websocket"),
+            https_port: port_of(&text, "https"),
+        };
+        cloud.restart();
+        cloud
+    }
+
+    pub fn restart(&mut self) {
+        let mut daemon = Daemon::start(
+            &sibling_binary("cloudcore"),
+            &["--config", self.config.to_str().unwrap()],
+        );
+        daemon.wait_for_log("running; send SIGINT or SIGTERM", WAIT);
+        self.daemon = Some(daemon);
+    }
+
+    /// Stops cloudcore cleanly and returns its log.
+    pub fn stop(&mut self) -> String {
+        let mut daemon = self.daemon.take().expect("cloudcore is running");
+        let status = daemon.stop_with(Signal::SIGTERM, WAIT);
+        let log = daemon.log();
+        assert!(status.success(), "cloudcore exit {status}:\n{log}");
+        log
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("etc/kubeedge/ca/token"))
+            .expect("cloudcore wrote the join token")
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        let kubeconfig = self
+            .dir
+            .join("var/lib/kubeedge/controlplane/admin.kubeconfig");
+        let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run_to_completion(Path::new("/usr/bin/kubectl"), &all, WAIT)
+    }
+
+    /// `kubectl get ... -o json`, or `None` if it fails (not found yet).
+    pub fn get(&self, args: &[&str]) -> Option<Value> {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        let out = self.kubectl(&all);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("kubectl prints JSON"))
+    }
+
+    /// An edgecore config for `node` that joins this cloud, with `edits` applied
+    /// (`(path, value)` as for [`set`]).
+    /// Its files live in `dir`, apart from the cloud's (both default to
+    /// `/etc/kubeedge/certs/server.crt`).
+    pub fn edge_config(&self, dir: &Path, node: &str, edits: &[(&[&str], &str)]) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let text = sandboxed(&default_config(edgecore()), dir);
+        let text = set(
+            &text,
+            &["websocket", "server"],
+            &format!("127.0.0.1:{}", self.ws_port),
+        );
+        let text = set(
+            &text,
+            &["httpServer"],
+            &format!("https://127.0.0.1:{}", self.https_port),
+        );
+        let text = set(&text, &["token"], &self.token());
+        let mut text = set(&text, &["hostnameOverride"], node);
+        for (path, value) in edits {
+            text = set(&text, path, value);
+        }
+        let path = dir.join("edgecore.yaml");
+        std::fs::write(&path, &text).unwrap();
+        path
+    }
+}
+
+pub fn start_edge(config: &Path) -> Daemon {
+    let mut edge = Daemon::start(edgecore(), &["--config", config.to_str().unwrap()]);
+    edge.wait_for_log("running; send SIGINT or SIGTERM", WAIT);
+    edge
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, for at most `deadline`.
+pub fn eventually<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

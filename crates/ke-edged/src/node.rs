@@ -1,0 +1,338 @@
+//! The node's own lifecycle, as kubelet runs it: register, report status, renew the lease — all
+//! through metamanager, so none of it needs the cloud to be up. Registration waits for the
+//! cloud; status and lease reports made offline are kept by metamanager and sent later.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ke_bus::Bus;
+use ke_message::Message;
+use ke_message::constants::{group, operation, resource_type, source};
+use serde_json::{Value, json};
+
+use crate::host::Machine;
+
+/// The label that makes cloudcore treat a node as an edge node.
+pub const EDGE_ROLE_LABEL: &str = "node-role.kubernetes.io/edge";
+const LEASE_NAMESPACE: &str = "kube-node-lease";
+const METAMANAGER: &str = "metamanager";
+
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub name: String,
+    pub ip: String,
+    pub labels: BTreeMap<String, String>,
+    pub status_update_frequency: Duration,
+    pub lease_duration_seconds: i32,
+    pub max_pods: i32,
+    pub kubelet_version: String,
+}
+
+/// What the cloud answered: `ObjectResp {Object, Err}` or an error message.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Object(Value),
+    /// The API server's reason (`AlreadyExists`, `NotFound`…) or the local failure.
+    Failed {
+        reason: String,
+        message: String,
+    },
+}
+
+impl Answer {
+    fn of(reply: &Message) -> Answer {
+        if reply.router.operation == operation::ERROR {
+            return Answer::Failed {
+                reason: "Unavailable".into(),
+                message: reply.content.as_str().unwrap_or("failed").to_owned(),
+            };
+        }
+        let content = match &reply.content {
+            Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+            other => other.clone(),
+        };
+        let err = &content["Err"]["ErrStatus"];
+        if err.is_object() {
+            return Answer::Failed {
+                reason: err["reason"].as_str().unwrap_or("Unknown").to_owned(),
+                message: err["message"].as_str().unwrap_or_default().to_owned(),
+            };
+        }
+        Answer::Object(content["Object"].clone())
+    }
+}
+
+pub(crate) struct NodeAgent {
+    settings: NodeSettings,
+    machine: Machine,
+    bus: Bus,
+    registered: bool,
+    node_uid: Option<String>,
+    lease_exists: bool,
+    started: String,
+}
+
+impl NodeAgent {
+    pub fn new(settings: NodeSettings, machine: Machine, bus: Bus) -> NodeAgent {
+        NodeAgent {
+            settings,
+            machine,
+            bus,
+            registered: false,
+            node_uid: None,
+            lease_exists: false,
+            started: now(),
+        }
+    }
+
+    pub fn registered(&self) -> bool {
+        self.registered
+    }
+
+    /// Registers the node; only the cloud can answer, so offline this fails quickly and is
+    /// retried.
+    pub async fn register(&mut self) {
+        let node = self.node_object();
+        let resource = format!("null/{}/{}", resource_type::NODE, self.settings.name);
+        match self.request(&resource, operation::INSERT, node).await {
+            Answer::Object(node) => {
+                self.node_uid = node["metadata"]["uid"].as_str().map(str::to_owned);
+                self.registered = true;
+                tracing::info!(node = %self.settings.name, "node registered");
+            }
+            Answer::Failed { reason, .. } if reason == "AlreadyExists" => {
+                self.registered = true;
+                tracing::info!(node = %self.settings.name, "node was registered before");
+            }
+            Answer::Failed { reason, message } => {
+                tracing::debug!(node = %self.settings.name, reason, message, "node registration failed; retrying");
+            }
+        }
+    }
+
+    /// Reports status and renews the lease. Offline, metamanager keeps both for later.
+    pub async fn report(&mut self) {
+        self.report_status().await;
+        if self.registered {
+            self.renew_lease().await;
+        }
+    }
+
+    async fn report_status(&mut self) {
+        let patch = json!({ "status": self.status() });
+        let resource = format!("null/{}/{}", resource_type::NODE_PATCH, self.settings.name);
+        // JSON in a string, as upstream's kubelet bridge sends it (golden 07).
+        let content = Value::String(patch.to_string());
+        if let Answer::Object(node) = self.request(&resource, operation::PATCH, content).await {
+            self.registered = true;
+            if let Some(uid) = node["metadata"]["uid"].as_str() {
+                self.node_uid = Some(uid.to_owned());
+            }
+        }
+    }
+
+    async fn renew_lease(&mut self) {
+        let resource = format!(
+            "{LEASE_NAMESPACE}/{}/{}",
+            resource_type::LEASE,
+            self.settings.name
+        );
+        let lease = self.lease_object();
+        let op = if self.lease_exists {
+            operation::UPDATE
+        } else {
+            operation::INSERT
+        };
+        match self.request(&resource, op, lease).await {
+            Answer::Object(_) => self.lease_exists = true,
+            Answer::Failed { reason, .. } if reason == "AlreadyExists" => {
+                // Renewed on the next tick with an update.
+                self.lease_exists = true;
+            }
+            Answer::Failed { reason, .. } if reason == "NotFound" => self.lease_exists = false,
+            Answer::Failed { .. } => {}
+        }
+    }
+
+    async fn request(&self, resource: &str, op: &str, content: Value) -> Answer {
+        let message = Message::new()
+            .with_route(source::EDGED, group::META, resource, op)
+            .with_content(content);
+        // Longer than metamanager's own wait for the cloud, so its answer always arrives.
+        match self
+            .bus
+            .send_sync(METAMANAGER, message, Duration::from_secs(40))
+            .await
+        {
+            Ok(reply) => Answer::of(&reply),
+            Err(err) => Answer::Failed {
+                reason: "Unavailable".into(),
+                message: err.to_string(),
+            },
+        }
+    }
+
+    fn labels(&self) -> Value {
+        let arch = self.machine.architecture;
+        let mut labels = BTreeMap::from([
+            ("beta.kubernetes.io/arch".to_owned(), arch.to_owned()),
+            ("beta.kubernetes.io/os".to_owned(), "linux".to_owned()),
+            ("kubernetes.io/arch".to_owned(), arch.to_owned()),
+            (
+                "kubernetes.io/hostname".to_owned(),
+                self.settings.name.clone(),
+            ),
+            ("kubernetes.io/os".to_owned(), "linux".to_owned()),
+            ("node-role.kubernetes.io/agent".to_owned(), String::new()),
+            (EDGE_ROLE_LABEL.to_owned(), String::new()),
+        ]);
+        labels.extend(self.settings.labels.clone());
+        json!(labels)
+    }
+
+    pub(crate) fn node_object(&self) -> Value {
+        json!({
+            "metadata": {
+                "name": self.settings.name,
+                "labels": self.labels(),
+                "annotations": {"volumes.kubernetes.io/controller-managed-attach-detach": "true"},
+            },
+            "spec": {},
+            "status": self.status(),
+        })
+    }
+
+    fn status(&self) -> Value {
+        let now = now();
+        let condition = |kind: &str, status: &str, reason: &str, message: &str| {
+            json!({
+                "type": kind,
+                "status": status,
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": self.started,
+                "reason": reason,
+                "message": message,
+            })
+        };
+        let m = &self.machine;
+        let capacity = m.capacity(self.settings.max_pods);
+        json!({
+            "capacity": capacity,
+            "allocatable": capacity,
+            "conditions": [
+                condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                condition("Ready", "True", "EdgeReady", "edge is posting ready status"),
+            ],
+            "addresses": [
+                {"type": "InternalIP", "address": self.settings.ip},
+                {"type": "Hostname", "address": self.settings.name},
+            ],
+            "nodeInfo": {
+                "machineID": m.machine_id,
+                "systemUUID": m.machine_id,
+                "bootID": m.boot_id,
+                "kernelVersion": m.kernel_version,
+                "osImage": m.os_image,
+                "containerRuntimeVersion": "",
+                "kubeletVersion": self.settings.kubelet_version,
+                "kubeProxyVersion": "",
+                "operatingSystem": "linux",
+                "architecture": m.architecture,
+            },
+        })
+    }
+
+    fn lease_object(&self) -> Value {
+        let mut metadata = json!({"name": self.settings.name, "namespace": LEASE_NAMESPACE});
+        if let Some(uid) = &self.node_uid {
+            metadata["ownerReferences"] = json!([{
+                "apiVersion": "v1", "kind": "Node", "name": self.settings.name, "uid": uid,
+            }]);
+        }
+        json!({
+            "metadata": metadata,
+            "spec": {
+                "holderIdentity": self.settings.name,
+                "leaseDurationSeconds": self.settings.lease_duration_seconds,
+                // A MicroTime: six fractional digits (golden 13).
+                "renewTime": timestamp(true),
+            },
+        })
+    }
+}
+
+fn now() -> String {
+    timestamp(false)
+}
+
+/// RFC 3339 in UTC: `metav1.Time` (seconds) or `MicroTime` (six fractional digits).
+fn timestamp(micros: bool) -> String {
+    let t = time::OffsetDateTime::now_utc();
+    let seconds = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    if micros {
+        format!("{seconds}.{:06}Z", t.microsecond())
+    } else {
+        format!("{seconds}Z")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_read_as_upstream_sends_them() {
+        let golden = |name: &str| {
+            ke_message::decode(
+                &std::fs::read(format!(
+                    "{}/tests/golden/{name}",
+                    env!("CARGO_MANIFEST_DIR")
+                ))
+                .unwrap(),
+            )
+            .unwrap()
+        };
+        match Answer::of(&golden("05-node-register-response.json")) {
+            Answer::Object(node) => assert_eq!(node["metadata"]["name"], "edge-node-1"),
+            other => panic!("{other:?}"),
+        }
+        match Answer::of(&golden("06-node-register-response-error.json")) {
+            Answer::Failed { reason, .. } => assert_eq!(reason, "AlreadyExists"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_node_carries_the_edge_role_and_configured_labels() {
+        let settings = NodeSettings {
+            name: "edge-1".into(),
+            ip: "192.0.2.7".into(),
+            labels: BTreeMap::from([("site".to_owned(), "plant-3".to_owned())]),
+            status_update_frequency: Duration::from_secs(10),
+            lease_duration_seconds: 40,
+            max_pods: 110,
+            kubelet_version: "v1.32.10-kubeedge-rs".into(),
+        };
+        let agent = NodeAgent::new(settings, Machine::detect("/"), Bus::new());
+        let node = agent.node_object();
+        assert_eq!(node["metadata"]["labels"][EDGE_ROLE_LABEL], "");
+        assert_eq!(node["metadata"]["labels"]["site"], "plant-3");
+        assert_eq!(node["status"]["addresses"][0]["address"], "192.0.2.7");
+        assert_eq!(node["status"]["conditions"][3]["type"], "Ready");
+        let renew = agent.lease_object()["spec"]["renewTime"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(renew.split('.').nth(1).map(str::len), Some(7), "{renew}");
+    }
+}
