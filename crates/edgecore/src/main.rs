@@ -11,6 +11,7 @@ use ke_daemon::Component;
 use ke_edged::{Edged, EdgedSettings};
 use ke_edgehub::{EdgeHub, EdgeHubSettings};
 use ke_metamanager::{MetaManager, MetaManagerSettings};
+use ke_metaserver::MetaServer;
 
 const COMPONENT: Component = Component {
     name: "edgecore",
@@ -37,6 +38,14 @@ fn main() -> ExitCode {
                 ke_metamanager::MODULE_NAME => {
                     let settings = MetaManagerSettings::from_config(&config);
                     let meta = MetaManager::open(settings).context("open the edge database")?;
+                    let server = &config.modules.meta_manager.meta_server;
+                    if server.enable {
+                        let reader = meta.reader().context("open the edge database")?;
+                        let metaserver = MetaServer::bind(&server.server, reader, meta.subscribe())
+                            .await
+                            .context("start the metaserver")?;
+                        runtime.register(metaserver)?;
+                    }
                     runtime.register(meta)?;
                 }
                 ke_edged::MODULE_NAME => {

@@ -27,7 +27,7 @@ use ke_bus::{Module, ModuleContext};
 use tokio::sync::broadcast;
 
 pub use db::DbError;
-pub use store::{Change, Reader};
+pub use store::{Cached, Change, ChangeType, Reader};
 
 pub const MODULE_NAME: &str = "metamanager";
 pub const GROUP_NAME: &str = "meta";

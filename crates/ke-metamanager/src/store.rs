@@ -12,11 +12,19 @@ use serde_json::Value;
 
 use crate::db::{Database, DbError};
 
+/// What happened to a cached object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeType {
+    Added,
+    Modified,
+    Deleted,
+}
+
 /// A change to a cached object, as the metaserver's watchers see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     pub kind: Kind,
-    pub deleted: bool,
+    pub change: ChangeType,
     /// The object (for a deletion, its last stored state).
     pub object: Value,
     /// The object's numeric resourceVersion (0 when it has none).
@@ -148,9 +156,10 @@ impl Batch<'_> {
     /// harmless. Returns whether it was stored.
     pub fn upsert(&mut self, resource: &WireResource, object: &Value) -> rusqlite::Result<bool> {
         let key = resource.to_string();
-        if let Some(stored) = self.meta_value(&key)?
-            && uid(&stored) == uid(object)
-            && revision(&stored) > revision(object)
+        let stored = self.meta_value(&key)?;
+        if let Some(stored) = &stored
+            && uid(stored) == uid(object)
+            && revision(stored) > revision(object)
         {
             return Ok(false);
         }
@@ -178,7 +187,11 @@ impl Batch<'_> {
                 ])?;
             self.applied.changes.push(Change {
                 kind,
-                deleted: false,
+                change: if stored.is_some() {
+                    ChangeType::Modified
+                } else {
+                    ChangeType::Added
+                },
                 revision: revision(&object),
                 object,
             });
@@ -223,7 +236,7 @@ impl Batch<'_> {
                 .execute([v2_key(kind, &namespace_of(&object), &name_of(&object))])?;
             self.applied.changes.push(Change {
                 kind,
-                deleted: true,
+                change: ChangeType::Deleted,
                 revision: revision(&object),
                 object,
             });

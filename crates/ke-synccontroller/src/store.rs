@@ -9,8 +9,8 @@
 //!   two calls) or disappear (the edge ACKed its delete, or the node is gone: one call) is
 //!   written on the next flush. Its existence is what lets a reconcile after a crash tell the
 //!   node about objects deleted meanwhile;
-//! * a version-only change is written at most every `version_every` flushes (default 60, a
-//!   minute) and at shutdown, however many ACKs it collects. A version that is behind in the
+//! * a version-only change is written at most every `version_every` flushes (default 300, five
+//!   minutes) and at shutdown, however many ACKs it collects. A version that is behind in the
 //!   API only costs one redundant resend after a crash (the edge treats a repeated version as
 //!   a no-op), while writing every ACK is what makes upstream spend 2–3 API calls per
 //!   message.
@@ -119,7 +119,7 @@ impl ObjectSyncStore {
             state: Arc::default(),
             stats: Arc::default(),
             flushes: Arc::default(),
-            version_every: 60,
+            version_every: 300,
         }
     }
 
