@@ -86,16 +86,25 @@ impl Module for Edged {
             report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut register = tokio::time::interval(REGISTER_RETRY);
             register.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // A request to metamanager can outlive metamanager during shutdown: every wait
+            // on one also watches for cancellation.
+            let cancel = ctx.cancellation_token();
             loop {
                 tokio::select! {
                     _ = register.tick(), if !agent.registered() => {
-                        agent.register().await;
+                        if cancel.run_until_cancelled(agent.register()).await.is_none() {
+                            break;
+                        }
                         if agent.registered() {
                             // Report at once rather than up to a period later.
                             report.reset_immediately();
                         }
                     }
-                    _ = report.tick() => agent.report().await,
+                    _ = report.tick() => {
+                        if cancel.run_until_cancelled(agent.report()).await.is_none() {
+                            break;
+                        }
+                    }
                     message = ctx.recv() => match message {
                         // Pods and the objects they use arrive here; running them is the next
                         // part of edged. Draining keeps metamanager's sends from waiting.

@@ -122,7 +122,11 @@ pub(crate) async fn run(
         tokio::select! {
             outgoing = ctx.recv() => {
                 let Some(message) = outgoing else { break LinkEnd::Shutdown };
-                if let Err(wait) = bucket.try_take(Instant::now()) {
+                // The limit is for what the edge originates. Answers to the cloud's own
+                // messages (ACKs, query feedback) are exempt: limiting them would cap delivery
+                // *to* the edge at messageQPS.
+                let answer = !message.header.parent_id.is_empty();
+                if !answer && let Err(wait) = bucket.try_take(Instant::now()) {
                     tokio::time::sleep(wait).await;
                     let _ = bucket.try_take(Instant::now());
                 }

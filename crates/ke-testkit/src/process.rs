@@ -9,6 +9,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// Runs `program` to completion with a deadline; kills it and panics if the deadline passes.
+/// Output is drained while it runs, so a child that prints more than a pipe holds still ends.
 pub fn run_to_completion(program: &Path, args: &[&str], deadline: Duration) -> Output {
     let mut child = Command::new(program)
         .args(args)
@@ -17,8 +18,22 @@ pub fn run_to_completion(program: &Path, args: &[&str], deadline: Duration) -> O
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<_>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<_>));
     let started = Instant::now();
-    while child.try_wait().expect("poll child").is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll child") {
+            break status;
+        }
         if started.elapsed() > deadline {
             let _ = child.kill();
             panic!(
@@ -27,8 +42,12 @@ pub fn run_to_completion(program: &Path, args: &[&str], deadline: Duration) -> O
             );
         }
         thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
     }
-    child.wait_with_output().expect("collect child output")
 }
 
 /// A daemon started for a test. Its stderr is collected line by line so tests can wait for a log
