@@ -5,6 +5,10 @@ mod support;
 
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::chrono::{self, Utc};
+use kube::api::{Api, WatchEvent, WatchParams};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use support::{Cloud, WAIT, edgecore, eventually, start_edge};
@@ -66,26 +70,79 @@ fn the_node_registers_turns_ready_and_keeps_reporting() {
         (heartbeat(&node) != first_heartbeat && renew()? != first_renew).then_some(())
     });
 
-    // Offline restart of the edge: it starts from its database without the cloud.
+    // Offline restart of the edge: it starts from its database without the cloud, and its
+    // status reports are kept.
+    let last_version = cloud.get(&["node", "edge-a"]).unwrap()["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stopped_at = Utc::now();
     cloud.stop();
     let status = edge.stop_with(Signal::SIGKILL, WAIT);
     assert!(!status.success());
+    // Apart by more than the heartbeat's one-second precision from the last report before.
+    std::thread::sleep(Duration::from_secs(2));
+    // Restarted with a long status period, it reports once at start (while offline) and then
+    // only when it has registered again — so the two cannot be confused.
+    let config = cloud.edge_config(
+        &dir.path().join("edge"),
+        "edge-a",
+        &[(&["nodeStatusUpdateFrequency"], "1h")],
+    );
     let mut edge = start_edge(&config);
-    std::thread::sleep(Duration::from_secs(3));
+    let offline_report_by = Utc::now() + chrono::Duration::seconds(2);
+    std::thread::sleep(Duration::from_secs(4));
+    let restarted_at = Utc::now();
+
+    // The cloud returns: the status report made while it was away reaches the API server,
+    // then a fresh one follows.
+    cloud.restart();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let heartbeats = runtime.block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(
+            cloud
+                .dir
+                .join("var/lib/kubeedge/controlplane/admin.kubeconfig"),
+        )
+        .unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        let nodes: Api<Node> = Api::all(kube::Client::try_from(config).unwrap());
+        let params = WatchParams::default()
+            .fields("metadata.name=edge-a")
+            .timeout(25);
+        let mut events = nodes.watch(&params, &last_version).await.unwrap().boxed();
+        let mut heartbeats = Vec::new();
+        while let Some(event) = events.next().await {
+            let WatchEvent::Modified(node) = event.unwrap() else {
+                continue;
+            };
+            let ready = node
+                .status
+                .and_then(|s| s.conditions)
+                .and_then(|c| c.into_iter().find(|c| c.type_ == "Ready"));
+            if let Some(heartbeat) = ready.and_then(|c| c.last_heartbeat_time) {
+                heartbeats.push(heartbeat.0);
+                if heartbeat.0 > restarted_at + chrono::Duration::seconds(1) {
+                    break;
+                }
+            }
+        }
+        heartbeats
+    });
+    let offline = |t: &&chrono::DateTime<Utc>| {
+        **t > stopped_at + chrono::Duration::seconds(1) && **t <= offline_report_by
+    };
     assert!(
-        edge.log().contains("running; send SIGINT or SIGTERM"),
-        "{}",
+        heartbeats.iter().any(|t| offline(&t)),
+        "no heartbeat from the offline period ({stopped_at} .. {offline_report_by}) in {heartbeats:?}\n{}",
         edge.log()
     );
-
-    // The cloud returns: the node is Ready again, with heartbeats from after the return.
-    cloud.restart();
-    let back = cloud.get(&["node", "edge-a"]).unwrap();
-    let before = heartbeat(&back);
-    eventually("heartbeats after the cloud returned", WAIT, || {
-        let node = cloud.get(&["node", "edge-a"])?;
-        (heartbeat(&node) != before && condition(&node, "Ready")?["status"] == "True").then_some(())
-    });
+    assert!(
+        heartbeats.last().is_some_and(|t| *t > restarted_at),
+        "no fresh heartbeat after the return: {heartbeats:?}"
+    );
     let status = edge.stop_with(Signal::SIGTERM, WAIT);
     assert!(status.success(), "edgecore exit {status}:\n{}", edge.log());
 }
