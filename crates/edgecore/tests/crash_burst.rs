@@ -5,9 +5,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -16,7 +14,6 @@ use support::{Cloud, WAIT, eventually, start_edge};
 
 const NODE: &str = "edge-k";
 const PODS: usize = 1000;
-const CLIENTS: usize = 4;
 
 /// uid → resourceVersion of the pods in the edge's database.
 fn edge_pods(database: &Path) -> BTreeMap<String, u64> {
@@ -62,44 +59,6 @@ fn cloud_pods(cloud: &Cloud) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// Starts `CLIENTS` `kubectl create` processes that together create `PODS` pods on `NODE`.
-fn start_burst(cloud: &Cloud) -> Vec<std::process::Child> {
-    let kubeconfig = cloud
-        .dir
-        .join("var/lib/kubeedge/controlplane/admin.kubeconfig");
-    (0..CLIENTS)
-        .map(|client| {
-            let mut manifest = String::new();
-            for i in (client..PODS).step_by(CLIENTS) {
-                manifest.push_str(&format!(
-                    "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: default}}\n\
-                     spec: {{nodeName: {NODE}, containers: [{{name: c, image: busybox}}]}}\n"
-                ));
-            }
-            let mut child = Command::new("/usr/bin/kubectl")
-                .args([
-                    "--kubeconfig",
-                    kubeconfig.to_str().unwrap(),
-                    "create",
-                    "-f",
-                    "-",
-                ])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start kubectl");
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(manifest.as_bytes())
-                .unwrap();
-            child
-        })
-        .collect()
-}
-
 #[test]
 fn a_killed_edge_loses_nothing_it_acked_and_converges_after_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -111,7 +70,7 @@ fn a_killed_edge_loses_nothing_it_acked_and_converges_after_restart() {
     eventually("the node registered", WAIT, || cloud.get(&["node", NODE]));
 
     let started = std::time::Instant::now();
-    let burst = start_burst(&cloud);
+    let burst = cloud.start_creating_pods(NODE, PODS);
     eventually(
         "a part of the burst stored on the edge",
         Duration::from_secs(60),

@@ -64,7 +64,9 @@ impl MetaManager {
     /// use, corrupt or not a database — at startup, before any module runs.
     pub fn open(settings: MetaManagerSettings) -> Result<MetaManager, DbError> {
         let store = store::Store::open(&settings.database)?;
-        let (changes, _) = broadcast::channel(4096);
+        // A receiver that falls this far behind is told it lagged (the metaserver then makes its
+        // watchers relist); the buffer holds the objects' text, so it is kept moderate.
+        let (changes, _) = broadcast::channel(1024);
         Ok(MetaManager {
             state: Arc::new(process::State::new(settings, Mutex::new(store), changes)),
         })

@@ -3,6 +3,7 @@
 //! reports waiting for the cloud. Writes happen in batches, one transaction and one fsync each.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use ke_message::Message;
 use ke_message::kinds::Kind;
@@ -25,8 +26,10 @@ pub enum ChangeType {
 pub struct Change {
     pub kind: Kind,
     pub change: ChangeType,
-    /// The object (for a deletion, its last stored state).
-    pub object: Value,
+    pub namespace: String,
+    /// The object as JSON, with its TypeMeta (for a deletion, its last stored state). Text, not
+    /// a parsed value: it is held in the watch window and usually only copied to watchers.
+    pub object: Arc<str>,
     /// The object's numeric resourceVersion (0 when it has none).
     pub revision: u64,
 }
@@ -163,14 +166,13 @@ impl Batch<'_> {
         {
             return Ok(false);
         }
-        let value = String::from_utf8_lossy(&ke_message::codec::encode_value(object)).into_owned();
+        let value = encode_text(object);
         self.tx
             .prepare_cached("INSERT OR REPLACE INTO meta (key, type, value) VALUES (?1, ?2, ?3)")?
             .execute(params![key, resource.resource_type, value])?;
         if let Some(kind) = cacheable(resource) {
             let object = with_type_meta(object.clone(), kind);
-            let value =
-                String::from_utf8_lossy(&ke_message::codec::encode_value(&object)).into_owned();
+            let value = encode_text(&object);
             let (namespace, name) = (namespace_of(&object), name_of(&object));
             self.tx
                 .prepare_cached(
@@ -193,7 +195,8 @@ impl Batch<'_> {
                     ChangeType::Added
                 },
                 revision: revision(&object),
-                object,
+                namespace,
+                object: Arc::from(value),
             });
         }
         Ok(true)
@@ -231,14 +234,16 @@ impl Batch<'_> {
         }
         if let Some(kind) = cacheable(resource) {
             let object = with_type_meta(stored, kind);
+            let namespace = namespace_of(&object);
             self.tx
                 .prepare_cached("DELETE FROM meta_v2 WHERE key = ?1")?
-                .execute([v2_key(kind, &namespace_of(&object), &name_of(&object))])?;
+                .execute([v2_key(kind, &namespace, &name_of(&object))])?;
             self.applied.changes.push(Change {
                 kind,
                 change: ChangeType::Deleted,
                 revision: revision(&object),
-                object,
+                namespace,
+                object: Arc::from(encode_text(&object)),
             });
         }
         Ok(true)
@@ -401,6 +406,11 @@ fn with_type_meta(mut object: Value, kind: Kind) -> Value {
         }
     }
     object
+}
+
+/// Go-compatible JSON text, as upstream stores values.
+fn encode_text(value: &Value) -> String {
+    String::from_utf8_lossy(&ke_message::codec::encode_value(value)).into_owned()
 }
 
 fn uid(object: &Value) -> Option<&str> {

@@ -335,8 +335,10 @@ impl Scope {
             && self
                 .namespace
                 .as_deref()
-                .is_none_or(|ns| event.object["metadata"]["namespace"] == ns)
-            && self.selector.matches(&event.object)
+                .is_none_or(|ns| event.namespace == ns)
+            && (self.selector.is_everything()
+                || serde_json::from_str::<Value>(&event.object)
+                    .is_ok_and(|object| self.selector.matches(&object)))
     }
 }
 
@@ -437,9 +439,14 @@ impl WatchStream {
         }
     }
 
+    /// The stored JSON is spliced in, not re-encoded.
     async fn send_event(&self, event: &Event) -> bool {
-        self.send(&json!({"type": event.type_name(), "object": event.object}))
-            .await
+        let line = format!(
+            "{{\"type\":\"{}\",\"object\":{}}}\n",
+            event.type_name(),
+            event.object
+        );
+        self.lines.send(Bytes::from(line)).await.is_ok()
     }
 
     /// False once the client has gone.

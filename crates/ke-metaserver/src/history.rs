@@ -17,7 +17,9 @@ const WINDOW: usize = 4096;
 pub struct Event {
     pub kind: Kind,
     pub change: ChangeType,
-    pub object: Value,
+    pub namespace: String,
+    /// The object's JSON.
+    pub object: Arc<str>,
     /// Position in the feed; never decreases. Cloud resourceVersions mostly increase in arrival
     /// order, but a delete carries its object's old version and a resend can be older than what
     /// came before it: those take the current revision instead.
@@ -103,12 +105,17 @@ impl History {
         let revision = change.revision.max(inner.revision);
         inner.revision = revision;
         let mut object = change.object;
-        if change.change == ChangeType::Deleted {
-            object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
+        if change.change == ChangeType::Deleted
+            && let Ok(mut deleted) = serde_json::from_str::<Value>(&object)
+        {
+            // As the API server does: a deletion is at the revision that deleted it.
+            deleted["metadata"]["resourceVersion"] = Value::String(revision.to_string());
+            object = Arc::from(deleted.to_string());
         }
         let event = Arc::new(Event {
             kind: change.kind,
             change: change.change,
+            namespace: change.namespace,
             object,
             revision,
         });
@@ -173,7 +180,10 @@ mod tests {
         Change {
             kind: Kind::POD,
             change,
-            object: json!({"metadata": {"name": name, "resourceVersion": rv.to_string()}}),
+            namespace: "default".into(),
+            object: json!({"metadata": {"name": name, "resourceVersion": rv.to_string()}})
+                .to_string()
+                .into(),
             revision: rv,
         }
     }
@@ -195,7 +205,8 @@ mod tests {
             .map(|e| (e.type_name(), e.revision))
             .collect();
         assert_eq!(seen, [("ADDED", 12), ("DELETED", 12)]);
-        assert_eq!(backlog[1].object["metadata"]["resourceVersion"], "12");
+        let deleted: Value = serde_json::from_str(&backlog[1].object).unwrap();
+        assert_eq!(deleted["metadata"]["resourceVersion"], "12");
         assert!(history.watch(Kind::CONFIGMAP, 10).unwrap().0.is_empty());
         assert_eq!(history.watch(Kind::POD, 9).err(), Some(Gone { oldest: 10 }));
     }

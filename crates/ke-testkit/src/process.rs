@@ -111,6 +111,10 @@ impl Daemon {
     }
 
     /// Sends `signal` and waits for the process to exit.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stop_with(&mut self, signal: Signal, deadline: Duration) -> ExitStatus {
         let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits in i32"));
         kill(pid, signal).expect("signal the daemon");

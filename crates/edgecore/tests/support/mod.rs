@@ -3,8 +3,9 @@
 
 #![allow(dead_code)] // each test binary uses part of this
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ke_testkit::config::{port_of, sandboxed, set, with_embedded_control_plane};
@@ -93,6 +94,40 @@ impl Cloud {
         out.status
             .success()
             .then(|| serde_json::from_slice(&out.stdout).expect("kubectl prints JSON"))
+    }
+
+    /// Starts four `kubectl create` processes that together create pods `p0`..`p<count-1>`
+    /// bound to `node` (one kubectl creates sequentially; four keep the API server busy).
+    pub fn start_creating_pods(&self, node: &str, count: usize) -> Vec<Child> {
+        const CLIENTS: usize = 4;
+        let kubeconfig = self
+            .dir
+            .join("var/lib/kubeedge/controlplane/admin.kubeconfig");
+        (0..CLIENTS)
+            .map(|client| {
+                let mut manifest = String::new();
+                for i in (client..count).step_by(CLIENTS) {
+                    manifest.push_str(&format!(
+                        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: default}}\n\
+                         spec: {{nodeName: {node}, containers: [{{name: c, image: busybox}}]}}\n"
+                    ));
+                }
+                let mut child = Command::new("/usr/bin/kubectl")
+                    .args(["--kubeconfig", kubeconfig.to_str().unwrap(), "create", "-f", "-"])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("start kubectl");
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(manifest.as_bytes())
+                    .unwrap();
+                child
+            })
+            .collect()
     }
 
     /// An edgecore config for `node` that joins this cloud, with `edits` applied
