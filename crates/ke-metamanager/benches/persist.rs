@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use ke_bus::{Bus, BusRuntime, Module, ModuleContext};
 use ke_message::Message;
-use ke_metamanager::{MetaManager, MetaManagerSettings};
+use ke_metamanager::{MetaManager, MetaManagerSettings, Tables};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
@@ -77,6 +77,11 @@ fn main() {
             let meta = MetaManager::open(MetaManagerSettings {
                 database: dir.path().join("edgecore.db"),
                 remote_query_timeout: Duration::from_secs(5),
+                tables: Tables {
+                    device_twin: false,
+                    event_bus: false,
+                    service_bus: false,
+                },
             })
             .unwrap();
             let window = Arc::new(Semaphore::new(in_flight));

@@ -26,22 +26,65 @@ pub enum DbError {
     },
 }
 
-/// The tables metamanager owns, as upstream's gorm migrator writes them (golden `sqlite.md`),
-/// so `sqlite3 .schema` shows the same text whichever side created the file.
-const META_TABLES: &[(&str, &str)] = &[
+/// Which modules' tables a database gets. Upstream's `dao.Init` creates a module's tables only
+/// when the module is enabled; so do we.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tables {
+    pub device_twin: bool,
+    pub event_bus: bool,
+    pub service_bus: bool,
+}
+
+/// Upstream's tables, as its gorm migrator writes them (golden `sqlite.md`), so `sqlite3 .schema`
+/// shows the same text whichever side created the file; with the module that needs each.
+const UPSTREAM_TABLES: &[(&str, Option<fn(&Tables) -> bool>, &str)] = &[
+    (
+        "device",
+        Some(|t| t.device_twin),
+        "CREATE TABLE `device` (`id` text,`name` text,`description` text,`state` text,\
+         `last_online` text,PRIMARY KEY (`id`))",
+    ),
+    (
+        "device_attr",
+        Some(|t| t.device_twin),
+        "CREATE TABLE `device_attr` (`id` integer PRIMARY KEY AUTOINCREMENT,`deviceid` text,\
+         `name` text,`description` text,`value` text,`optional` numeric,`attr_type` text,\
+         `metadata` text)",
+    ),
+    (
+        "device_twin",
+        Some(|t| t.device_twin),
+        "CREATE TABLE `device_twin` (`id` integer PRIMARY KEY AUTOINCREMENT,`deviceid` text,\
+         `name` text,`description` text,`expected` text,`actual` text,`expected_meta` text,\
+         `actual_meta` text,`expected_version` text,`actual_version` text,`optional` numeric,\
+         `attr_type` text,`metadata` text)",
+    ),
+    (
+        "sub_topics",
+        Some(|t| t.event_bus),
+        "CREATE TABLE `sub_topics` (`topic` text,PRIMARY KEY (`topic`))",
+    ),
     (
         "meta",
+        None,
         "CREATE TABLE `meta` (`key` text,`type` text,`value` text,PRIMARY KEY (`key`))",
     ),
     (
         "meta_v2",
+        None,
         "CREATE TABLE `meta_v2` (`key` text,`group_version_resource` text,`namespace` text,\
          `name` text,`resource_version` integer,`value` text,PRIMARY KEY (`key`))",
+    ),
+    (
+        "target_urls",
+        Some(|t| t.service_bus),
+        "CREATE TABLE `target_urls` (`url` text,PRIMARY KEY (`url`))",
     ),
     // Ours: reports for the cloud kept while it is unreachable, newest per resource. Upstream
     // ignores tables it does not know, so the file stays readable by a stock edgecore.
     (
         "upstream_outbox",
+        None,
         "CREATE TABLE `upstream_outbox` (`seq` integer PRIMARY KEY AUTOINCREMENT,\
          `resource` text NOT NULL UNIQUE,`message` text NOT NULL)",
     ),
@@ -56,7 +99,7 @@ pub(crate) struct Database {
 }
 
 impl Database {
-    pub fn open(path: &Path) -> Result<(Database, Connection), DbError> {
+    pub fn open(path: &Path, tables: Tables) -> Result<(Database, Connection), DbError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| DbError::Directory {
                 path: path.to_owned(),
@@ -79,7 +122,7 @@ impl Database {
             });
         }
         let connection = connect(path)?;
-        prepare(&connection).map_err(|e| classify(path, e))?;
+        prepare(&connection, tables).map_err(|e| classify(path, e))?;
         Ok((
             Database {
                 path: path.to_owned(),
@@ -111,7 +154,7 @@ fn connect(path: &Path) -> Result<Connection, DbError> {
     Ok(connection)
 }
 
-fn prepare(connection: &Connection) -> rusqlite::Result<()> {
+fn prepare(connection: &Connection, tables: Tables) -> rusqlite::Result<()> {
     // The first read of the header is where a non-database file fails.
     let check: String = connection.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
     if check != "ok" {
@@ -124,7 +167,10 @@ fn prepare(connection: &Connection) -> rusqlite::Result<()> {
     // loss, which is what an ACK promises the cloud.
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "FULL")?;
-    for (table, create) in META_TABLES {
+    for (table, wanted, create) in UPSTREAM_TABLES {
+        if wanted.is_some_and(|wanted| !wanted(&tables)) {
+            continue;
+        }
         let exists: bool = connection.query_row(
             "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
             [table],
@@ -158,26 +204,52 @@ fn classify(path: &Path, err: rusqlite::Error) -> DbError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_fresh_file_has_upstreams_schema() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("edgecore.db");
-        let (_db, connection) = Database::open(&path).unwrap();
+    const ALL: Tables = Tables {
+        device_twin: true,
+        event_bus: true,
+        service_bus: true,
+    };
+
+    /// The `.schema` of a database upstream's edgecore created (golden `sqlite.md`).
+    const GOLDEN_SCHEMA: &str = include_str!("../tests/golden/schema.sql");
+
+    fn tables(connection: &Connection) -> Vec<String> {
         let mut statement = connection
             .prepare(
-                "SELECT sql FROM sqlite_master WHERE name IN ('meta', 'meta_v2') ORDER BY name",
+                "SELECT sql FROM sqlite_master WHERE type = 'table' \
+                 AND name != 'upstream_outbox' ORDER BY rowid",
             )
             .unwrap();
-        let schema: Vec<String> = statement
+        statement
             .query_map([], |row| row.get(0))
             .unwrap()
             .collect::<Result<_, _>>()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn a_fresh_file_has_upstreams_schema_for_the_enabled_modules() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, connection) = Database::open(&dir.path().join("edgecore.db"), ALL).unwrap();
+        let golden: Vec<&str> = GOLDEN_SCHEMA
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.trim_end_matches(';'))
+            .collect();
+        assert_eq!(tables(&connection), golden);
+
+        let none = Tables {
+            device_twin: false,
+            event_bus: false,
+            service_bus: false,
+        };
+        let (_db, connection) = Database::open(&dir.path().join("minimal.db"), none).unwrap();
         assert_eq!(
-            schema,
+            tables(&connection),
             [
                 "CREATE TABLE `meta` (`key` text,`type` text,`value` text,PRIMARY KEY (`key`))",
                 "CREATE TABLE `meta_v2` (`key` text,`group_version_resource` text,`namespace` text,`name` text,`resource_version` integer,`value` text,PRIMARY KEY (`key`))",
+                "CREATE TABLE sqlite_sequence(name,seq)",
             ]
         );
     }
@@ -187,13 +259,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let garbage = dir.path().join("garbage.db");
         std::fs::write(&garbage, vec![0x5a; 8192]).unwrap();
-        let err = Database::open(&garbage).err().expect("garbage accepted");
+        let err = Database::open(&garbage, ALL)
+            .err()
+            .expect("garbage accepted");
         assert!(matches!(err, DbError::Unusable { .. }), "{err}");
         assert!(err.to_string().contains("garbage.db"), "{err}");
 
         let path = dir.path().join("edgecore.db");
-        let _first = Database::open(&path).unwrap();
-        let err = Database::open(&path).err().expect("second owner accepted");
+        let _first = Database::open(&path, ALL).unwrap();
+        let err = Database::open(&path, ALL)
+            .err()
+            .expect("second owner accepted");
         assert!(matches!(err, DbError::InUse { .. }), "{err}");
     }
 }

@@ -26,7 +26,7 @@ use futures_util::future::BoxFuture;
 use ke_bus::{Module, ModuleContext};
 use tokio::sync::broadcast;
 
-pub use db::DbError;
+pub use db::{DbError, Tables};
 pub use store::{Cached, Change, ChangeType, Reader};
 
 pub const MODULE_NAME: &str = "metamanager";
@@ -42,6 +42,8 @@ pub struct MetaManagerSettings {
     /// `metaManager.remoteQueryTimeout`: how long a query waits for the cloud before the local
     /// copy answers.
     pub remote_query_timeout: Duration,
+    /// Which other modules' tables the database gets (upstream creates them here too).
+    pub tables: Tables,
 }
 
 impl MetaManagerSettings {
@@ -51,6 +53,11 @@ impl MetaManagerSettings {
             remote_query_timeout: Duration::from_secs(
                 config.modules.meta_manager.remote_query_timeout.max(1) as u64,
             ),
+            tables: Tables {
+                device_twin: config.modules.device_twin.enable,
+                event_bus: config.modules.event_bus.enable,
+                service_bus: config.modules.service_bus.enable,
+            },
         }
     }
 }
@@ -63,7 +70,7 @@ impl MetaManager {
     /// Opens (or creates) the database. Fails with a clear [`DbError`] for a file that is in
     /// use, corrupt or not a database — at startup, before any module runs.
     pub fn open(settings: MetaManagerSettings) -> Result<MetaManager, DbError> {
-        let store = store::Store::open(&settings.database)?;
+        let store = store::Store::open(&settings.database, settings.tables)?;
         // A receiver that falls this far behind is told it lagged (the metaserver then makes its
         // watchers relist); the buffer holds the objects' text, so it is kept moderate.
         let (changes, _) = broadcast::channel(1024);

@@ -11,7 +11,7 @@ use ke_message::resource::WireResource;
 use rusqlite::{Connection, OptionalExtension as _, params};
 use serde_json::Value;
 
-use crate::db::{Database, DbError};
+use crate::db::{Database, DbError, Tables};
 
 /// What happened to a cached object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,8 +55,8 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn open(path: &Path) -> Result<Store, DbError> {
-        let (db, connection) = Database::open(path)?;
+    pub fn open(path: &Path, tables: Tables) -> Result<Store, DbError> {
+        let (db, connection) = Database::open(path, tables)?;
         Ok(Store { db, connection })
     }
 
@@ -444,6 +444,12 @@ mod tests {
 
     use super::*;
 
+    const TABLES: Tables = Tables {
+        device_twin: false,
+        event_bus: false,
+        service_bus: false,
+    };
+
     fn pod(uid: &str, rv: &str) -> Value {
         json!({"metadata": {"name": "web", "namespace": "default", "uid": uid, "resourceVersion": rv}})
     }
@@ -455,7 +461,7 @@ mod tests {
     #[test]
     fn old_versions_and_deletes_of_other_uids_do_not_win() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("edgecore.db")).unwrap();
+        let mut store = Store::open(&dir.path().join("edgecore.db"), TABLES).unwrap();
         let web = resource("default/pod/web");
         let ((), applied) = store
             .batch(|b| {
@@ -487,7 +493,7 @@ mod tests {
     #[test]
     fn the_outbox_keeps_the_newest_report_per_resource_until_answered() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("edgecore.db")).unwrap();
+        let mut store = Store::open(&dir.path().join("edgecore.db"), TABLES).unwrap();
         let report = |n: u32| {
             Message::new()
                 .with_route("edged", "meta", "null/nodepatch/edge-1", "patch")

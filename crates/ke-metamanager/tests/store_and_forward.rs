@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use ke_bus::{Bus, BusRuntime, Module, ModuleContext};
 use ke_message::Message;
 use ke_message::constants::{content, operation, resource_type};
-use ke_metamanager::{MetaManager, MetaManagerSettings};
+use ke_metamanager::{MetaManager, MetaManagerSettings, Tables};
 use serde_json::{Value, json};
 
 /// Plays edgehub + cloud: records what reaches the cloud, answers what waits for an answer
@@ -83,6 +83,11 @@ async fn start(dir: &std::path::Path, cloud: Cloud) -> (BusRuntime, Bus) {
     let meta = MetaManager::open(MetaManagerSettings {
         database: dir.join("edgecore.db"),
         remote_query_timeout: Duration::from_secs(2),
+        tables: Tables {
+            device_twin: true,
+            event_bus: true,
+            service_bus: false,
+        },
     })
     .unwrap();
     let mut runtime = BusRuntime::new();
