@@ -35,25 +35,45 @@ pub struct Tables {
     pub service_bus: bool,
 }
 
+/// The module a table belongs to.
+#[derive(Clone, Copy)]
+enum Owner {
+    MetaManager,
+    DeviceTwin,
+    EventBus,
+    ServiceBus,
+}
+
+impl Tables {
+    fn wants(&self, owner: Owner) -> bool {
+        match owner {
+            Owner::MetaManager => true,
+            Owner::DeviceTwin => self.device_twin,
+            Owner::EventBus => self.event_bus,
+            Owner::ServiceBus => self.service_bus,
+        }
+    }
+}
+
 /// Upstream's tables, as its gorm migrator writes them (golden `sqlite.md`), so `sqlite3 .schema`
 /// shows the same text whichever side created the file; with the module that needs each.
-const UPSTREAM_TABLES: &[(&str, Option<fn(&Tables) -> bool>, &str)] = &[
+const UPSTREAM_TABLES: &[(&str, Owner, &str)] = &[
     (
         "device",
-        Some(|t| t.device_twin),
+        Owner::DeviceTwin,
         "CREATE TABLE `device` (`id` text,`name` text,`description` text,`state` text,\
          `last_online` text,PRIMARY KEY (`id`))",
     ),
     (
         "device_attr",
-        Some(|t| t.device_twin),
+        Owner::DeviceTwin,
         "CREATE TABLE `device_attr` (`id` integer PRIMARY KEY AUTOINCREMENT,`deviceid` text,\
          `name` text,`description` text,`value` text,`optional` numeric,`attr_type` text,\
          `metadata` text)",
     ),
     (
         "device_twin",
-        Some(|t| t.device_twin),
+        Owner::DeviceTwin,
         "CREATE TABLE `device_twin` (`id` integer PRIMARY KEY AUTOINCREMENT,`deviceid` text,\
          `name` text,`description` text,`expected` text,`actual` text,`expected_meta` text,\
          `actual_meta` text,`expected_version` text,`actual_version` text,`optional` numeric,\
@@ -61,30 +81,30 @@ const UPSTREAM_TABLES: &[(&str, Option<fn(&Tables) -> bool>, &str)] = &[
     ),
     (
         "sub_topics",
-        Some(|t| t.event_bus),
+        Owner::EventBus,
         "CREATE TABLE `sub_topics` (`topic` text,PRIMARY KEY (`topic`))",
     ),
     (
         "meta",
-        None,
+        Owner::MetaManager,
         "CREATE TABLE `meta` (`key` text,`type` text,`value` text,PRIMARY KEY (`key`))",
     ),
     (
         "meta_v2",
-        None,
+        Owner::MetaManager,
         "CREATE TABLE `meta_v2` (`key` text,`group_version_resource` text,`namespace` text,\
          `name` text,`resource_version` integer,`value` text,PRIMARY KEY (`key`))",
     ),
     (
         "target_urls",
-        Some(|t| t.service_bus),
+        Owner::ServiceBus,
         "CREATE TABLE `target_urls` (`url` text,PRIMARY KEY (`url`))",
     ),
     // Ours: reports for the cloud kept while it is unreachable, newest per resource. Upstream
     // ignores tables it does not know, so the file stays readable by a stock edgecore.
     (
         "upstream_outbox",
-        None,
+        Owner::MetaManager,
         "CREATE TABLE `upstream_outbox` (`seq` integer PRIMARY KEY AUTOINCREMENT,\
          `resource` text NOT NULL UNIQUE,`message` text NOT NULL)",
     ),
@@ -167,8 +187,8 @@ fn prepare(connection: &Connection, tables: Tables) -> rusqlite::Result<()> {
     // loss, which is what an ACK promises the cloud.
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "FULL")?;
-    for (table, wanted, create) in UPSTREAM_TABLES {
-        if wanted.is_some_and(|wanted| !wanted(&tables)) {
+    for (table, owner, create) in UPSTREAM_TABLES {
+        if !tables.wants(*owner) {
             continue;
         }
         let exists: bool = connection.query_row(
