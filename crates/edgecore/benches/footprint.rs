@@ -13,11 +13,10 @@ mod support;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use support::{Cloud, WAIT, edgecore, eventually, start_edge};
+use support::{Cloud, WAIT, edgecore, eventually, metaserver_port, start_edge};
 
 const NODE: &str = "edge-bench";
 const PODS: usize = 1000;
@@ -69,17 +68,6 @@ fn latency(port: &str, path: &str) -> (f64, f64) {
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     (ms(times[REQUESTS / 2]), ms(times[REQUESTS * 99 / 100]))
-}
-
-fn metaserver_port(config: &Path) -> String {
-    let text = std::fs::read_to_string(config).unwrap();
-    text.lines()
-        .skip_while(|l| !l.trim_start().starts_with("metaServer:"))
-        .find(|l| l.trim_start().starts_with("server:"))
-        .and_then(|l| l.rsplit(':').next())
-        .unwrap()
-        .trim()
-        .to_owned()
 }
 
 fn main() {

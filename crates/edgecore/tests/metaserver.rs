@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use support::{Cloud, WAIT, eventually, start_edge};
+use support::{Cloud, WAIT, eventually, metaserver_port, start_edge};
 
 const NODE: &str = "edge-m";
 
@@ -24,16 +24,6 @@ fn manifests() -> String {
          ---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: db\n  namespace: default\n  labels: {{app: db}}\n\
          spec:\n  nodeName: {NODE}\n  containers:\n  - name: db\n    image: busybox\n"
     )
-}
-
-fn port_of_metaserver(config: &Path) -> String {
-    let text = std::fs::read_to_string(config).unwrap();
-    let line = text
-        .lines()
-        .skip_while(|l| !l.trim_start().starts_with("metaServer:"))
-        .find(|l| l.trim_start().starts_with("server:"))
-        .expect("metaServer.server");
-    line.rsplit(':').next().unwrap().trim().to_owned()
 }
 
 fn edge_kubectl(port: &str, args: &[&str]) -> Option<String> {
@@ -65,7 +55,7 @@ async fn kubectl_and_kube_rs_read_and_watch_the_node_cache_online_and_offline() 
         NODE,
         &[(&["metaServer", "enable"], "true")],
     );
-    let port = port_of_metaserver(&config);
+    let port = metaserver_port(&config);
     let mut edge = start_edge(&config);
     eventually("the node registered", WAIT, || cloud.get(&["node", NODE]));
     let manifest = dir.path().join("objects.yaml");

@@ -15,12 +15,12 @@ use crate::meta;
 use crate::patch::{self, PatchType};
 use crate::registry::{Resource, ResourceInfo};
 use crate::request::ResourceRoute;
-use crate::selectors::{FieldSelector, LabelSelector};
 use crate::server::ApiServer;
 use crate::status::{self, ApiError};
 use crate::storage::{ListOptions, Revision, Storage, StorageError, StoredObject};
 use crate::{apply, fields, managed, openapi, pods, proto, scale, services, skim, strategy, table};
 use crate::{json_response, watch};
+use ke_selectors::{FieldSelector, LabelSelector};
 
 /// How often a read-modify-write is retried when another writer got in between.
 const MAX_ATTEMPTS: usize = 8;
@@ -1180,12 +1180,14 @@ pub(crate) struct Selectors {
 
 impl Selectors {
     pub fn parse(res: &ResourceInfo, q: &Query) -> Result<Self, ApiError> {
-        let bad = |e: crate::selectors::SelectorError| ApiError::bad_request(e.to_string());
+        let bad = |e: ke_selectors::SelectorError| ApiError::bad_request(e.to_string());
         Ok(Self {
             label: LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
                 .map_err(bad)?,
-            field: FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), res)
-                .map_err(bad)?,
+            field: FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), |f| {
+                res.supports_field(f)
+            })
+            .map_err(bad)?,
         })
     }
 

@@ -26,7 +26,6 @@ pub mod registry;
 pub mod request;
 mod scale;
 pub mod schema;
-pub mod selectors;
 pub mod serve;
 mod services;
 mod skim;

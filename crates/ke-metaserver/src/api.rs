@@ -12,11 +12,11 @@ use hyper::body::Frame;
 use hyper::{Method, Request, Response, StatusCode, header};
 use ke_message::kinds::Kind;
 use ke_metamanager::Reader;
+use ke_selectors::{FieldSelector, LabelSelector};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::history::{Event, History, Live};
-use crate::select::Selector;
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
@@ -105,10 +105,7 @@ impl Api {
                     .await
             }
             Ok(Target::Collection { kind, namespace }) => {
-                let selector = match Selector::parse(
-                    query.get("labelSelector").map(String::as_str),
-                    query.get("fieldSelector").map(String::as_str),
-                ) {
+                let selector = match Selector::parse(&query) {
                     Ok(selector) => selector,
                     Err(err) => {
                         return status(StatusCode::BAD_REQUEST, "BadRequest", &err.to_string());
@@ -320,6 +317,31 @@ impl Api {
             "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": self.address}],
         })
+    }
+}
+
+/// A list's or watch's `labelSelector` and `fieldSelector`. The edge has no per-kind field
+/// index, so any field path is accepted.
+struct Selector {
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Selector {
+    fn parse(query: &HashMap<String, String>) -> Result<Selector, ke_selectors::SelectorError> {
+        let text = |name: &str| query.get(name).map_or("", String::as_str);
+        Ok(Selector {
+            labels: LabelSelector::parse(text("labelSelector"))?,
+            fields: FieldSelector::parse(text("fieldSelector"), |_| true)?,
+        })
+    }
+
+    fn is_everything(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
+    fn matches(&self, object: &Value) -> bool {
+        self.labels.matches(object) && self.fields.matches(object)
     }
 }
 

@@ -3,7 +3,7 @@
 //! Endpoints, Nodes, Leases — so edge applications and `kubectl --server` keep working when the
 //! cloud is unreachable.
 //!
-//! * [`api`]: discovery, GET, LIST (label and field selectors) and WATCH (resume from a
+//! * [`api`]: discovery, GET, LIST (label and field selectors, `ke-selectors`) and WATCH (resume from a
 //!   resourceVersion, bookmarks, `410 Expired` once the window has moved on) over HTTP.
 //! * [`history`]: metamanager's change feed, numbered and windowed for watch resumption.
 //!
@@ -12,7 +12,6 @@
 
 mod api;
 mod history;
-mod select;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

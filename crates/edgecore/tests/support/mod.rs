@@ -158,6 +158,18 @@ impl Cloud {
     }
 }
 
+/// The port of `metaManager.metaServer.server` in an edgecore config.
+pub fn metaserver_port(config: &Path) -> String {
+    let text = std::fs::read_to_string(config).unwrap();
+    text.lines()
+        .skip_while(|l| !l.trim_start().starts_with("metaServer:"))
+        .find(|l| l.trim_start().starts_with("server:"))
+        .and_then(|l| l.rsplit(':').next())
+        .expect("metaServer.server")
+        .trim()
+        .to_owned()
+}
+
 pub fn start_edge(config: &Path) -> Daemon {
     let mut edge = Daemon::start(edgecore(), &["--config", config.to_str().unwrap()]);
     edge.wait_for_log("running; send SIGINT or SIGTERM", WAIT);
