@@ -83,6 +83,9 @@ fn main() -> ExitCode {
                         settings,
                     ))?;
                 }
+                ke_edgecontroller::DYNAMIC_MODULE_NAME => {
+                    runtime.register(ke_edgecontroller::DynamicController::new(client.clone()))?;
+                }
                 ke_synccontroller::MODULE_NAME => {
                     runtime.register(SyncController::new(
                         client.clone(),

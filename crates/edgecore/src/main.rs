@@ -41,9 +41,15 @@ fn main() -> ExitCode {
                     let server = &config.modules.meta_manager.meta_server;
                     if server.enable {
                         let reader = meta.reader().context("open the edge database")?;
-                        let metaserver = MetaServer::bind(&server.server, reader, meta.subscribe())
-                            .await
-                            .context("start the metaserver")?;
+                        let metaserver = MetaServer::bind(
+                            &server.server,
+                            reader,
+                            meta.subscribe(),
+                            runtime.bus().clone(),
+                            &config.modules.edged.hostname_override,
+                        )
+                        .await
+                        .context("start the metaserver")?;
                         runtime.register(metaserver)?;
                     }
                     runtime.register(meta)?;

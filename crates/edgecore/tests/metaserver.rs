@@ -36,6 +36,18 @@ fn edge_kubectl(port: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A kubectl call against the edge that is expected to fail: its exit code and stderr.
+fn edge_kubectl_failure(port: &str, args: &[&str]) -> (Option<i32>, String) {
+    let server = format!("http://127.0.0.1:{port}");
+    let mut all = vec!["--server", server.as_str()];
+    all.extend_from_slice(args);
+    let out = ke_testkit::run_to_completion(Path::new("/usr/bin/kubectl"), &all, WAIT);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn names(list: &str) -> Vec<String> {
     let list: Value = serde_json::from_str(list).unwrap();
     list["items"]
@@ -121,9 +133,38 @@ async fn kubectl_and_kube_rs_read_and_watch_the_node_cache_online_and_offline() 
     .expect("the change reached the edge watcher");
     assert_eq!(modified.data.unwrap()["mode"], "slow");
 
-    // Writes are refused with a clear error.
-    let refused = edge_kubectl(&port, &["delete", "pod", "db"]);
-    assert!(refused.is_none());
+    // Writes go to the cloud: the node may change its own pods…
+    edge_kubectl(&port, &["label", "pod", "web", "tier=front"]).expect("label through the edge");
+    let web = cloud.get(&["pod", "web"]).unwrap();
+    assert_eq!(web["metadata"]["labels"]["tier"], "front");
+    let (code, stderr) = edge_kubectl_failure(
+        &port,
+        &["delete", "pod", "db", "--grace-period=0", "--force"],
+    );
+    assert_eq!(code, Some(0), "delete through the edge: {stderr}");
+    eventually("db deleted in the cloud", WAIT, || {
+        cloud.get(&["pod", "db"]).is_none().then_some(())
+    });
+    eventually("db gone from the edge cache", WAIT, || {
+        let list = edge_kubectl(&port, &["get", "pods", "-o", "json"])?;
+        (names(&list) == ["web"]).then_some(())
+    });
+    // …but nothing else.
+    let sneaky = dir.path().join("sneaky.yaml");
+    std::fs::write(
+        &sneaky,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: sneaky, namespace: default}\n",
+    )
+    .unwrap();
+    let (code, stderr) = edge_kubectl_failure(
+        &port,
+        &["create", "--validate=false", "-f", sneaky.to_str().unwrap()],
+    );
+    assert_ne!(code, Some(0));
+    assert!(
+        stderr.contains("Forbidden") || stderr.contains("may not write"),
+        "{stderr}"
+    );
 
     // The cloud goes away and edgecore restarts: the cache is still served.
     cloud.stop();
@@ -132,10 +173,14 @@ async fn kubectl_and_kube_rs_read_and_watch_the_node_cache_online_and_offline() 
     let list = eventually("pods served offline after a restart", WAIT, || {
         edge_kubectl(&port, &["get", "pods", "-o", "json"])
     });
-    assert_eq!(names(&list), ["db", "web"]);
+    assert_eq!(names(&list), ["web"]);
     let cm = edge_kubectl(&port, &["get", "configmap", "settings", "-o", "json"]).unwrap();
     let cm: Value = serde_json::from_str(&cm).unwrap();
     assert_eq!(cm["data"]["mode"], "slow");
+    let (code, stderr) =
+        edge_kubectl_failure(&port, &["label", "pod", "web", "tier=back", "--overwrite"]);
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("the cloud is not connected"), "{stderr}");
     // A version from before this edgecore started is 410 Gone: the client must relist.
     let mut stale = configmaps
         .watch(&WatchParams::default().timeout(5), "1")

@@ -7,10 +7,13 @@
 //! * [`upstream`]: what edges send (node registration and status, leases, pod status and
 //!   deletion, events, remote queries), applied to the API server and answered in upstream's
 //!   formats.
+//! * [`dynamic`]: `dynamiccontroller`, the writes an edge's metaserver forwards (upstream's
+//!   `Application`s), limited to what is the node's own.
 //! * [`locations`]: which node needs which ConfigMap/Secret; shared by both directions, so a
 //!   node can neither receive nor query a Secret none of its pods reference.
 
 mod downstream;
+mod dynamic;
 mod kinds;
 mod locations;
 mod reply;
@@ -24,6 +27,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use downstream::EDGE_ROLE_LABEL;
+pub use dynamic::{DYNAMIC_GROUP_NAME, DYNAMIC_MODULE_NAME, DynamicController};
 pub use upstream::CLOUDCORE_ANNOTATION;
 
 use crate::locations::Locations;

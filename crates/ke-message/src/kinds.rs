@@ -78,6 +78,59 @@ impl Kind {
     }
 }
 
+/// A metaserver key (upstream's `KeyFunc`): `/<group or core>/<version>/<plural>` for a kind,
+/// then `/<namespace or null>` and `/<name>` as far as they are given. Used for `meta_v2` rows
+/// and in the `Application`s an edge sends the cloud.
+pub fn metaserver_key(kind: Kind, namespace: Option<&str>, name: Option<&str>) -> String {
+    let group = if kind.group.is_empty() {
+        "core"
+    } else {
+        kind.group
+    };
+    let mut key = format!("/{group}/{}/{}", kind.version, kind.plural);
+    let namespace = namespace.filter(|ns| !ns.is_empty());
+    match (namespace, name) {
+        (Some(ns), Some(name)) => key.push_str(&format!("/{ns}/{name}")),
+        (Some(ns), None) => key.push_str(&format!("/{ns}")),
+        (None, Some(name)) => key.push_str(&format!("/null/{name}")),
+        (None, None) => {}
+    }
+    key
+}
+
+/// A parsed metaserver key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyParts {
+    pub kind: Kind,
+    /// `None` for cluster scope (`null`) or a key without one.
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+}
+
+/// Parses what [`metaserver_key`] builds; `None` for malformed keys and kinds without a token.
+pub fn parse_metaserver_key(key: &str) -> Option<KeyParts> {
+    let mut parts = key.strip_prefix('/')?.trim_end_matches('/').split('/');
+    let group = match parts.next()? {
+        "core" => "",
+        group => group,
+    };
+    let (version, plural) = (parts.next()?, parts.next()?);
+    let kind = Kind::by_plural(group, version, plural)?;
+    let namespace = parts
+        .next()
+        .filter(|ns| *ns != crate::constants::NULL_NAMESPACE && !ns.is_empty())
+        .map(str::to_owned);
+    let name = parts.next().filter(|n| !n.is_empty()).map(str::to_owned);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(KeyParts {
+        kind,
+        namespace,
+        name,
+    })
+}
+
 const KINDS: &[Kind] = &[
     Kind::POD,
     Kind::CONFIGMAP,
@@ -127,5 +180,37 @@ mod tests {
             "coordination.k8s.io/v1"
         );
         assert_eq!(Kind::by_token("nope"), None);
+    }
+
+    #[test]
+    fn metaserver_keys_round_trip() {
+        let key = metaserver_key(Kind::POD, Some("default"), Some("web"));
+        assert_eq!(key, "/core/v1/pods/default/web");
+        let parts = parse_metaserver_key(&key).unwrap();
+        assert_eq!(
+            (
+                parts.kind,
+                parts.namespace.as_deref(),
+                parts.name.as_deref()
+            ),
+            (Kind::POD, Some("default"), Some("web"))
+        );
+        assert_eq!(
+            metaserver_key(Kind::NODE, None, Some("e1")),
+            "/core/v1/nodes/null/e1"
+        );
+        assert_eq!(
+            parse_metaserver_key("/core/v1/nodes/null/e1")
+                .unwrap()
+                .namespace,
+            None
+        );
+        assert_eq!(
+            metaserver_key(Kind::LEASE, Some("kube-node-lease"), None),
+            "/coordination.k8s.io/v1/leases/kube-node-lease"
+        );
+        assert!(parse_metaserver_key("/core/v1/widgets/x/y").is_none());
+        assert!(parse_metaserver_key("core/v1/pods").is_none());
+        assert!(parse_metaserver_key("/core/v1/pods/a/b/c").is_none());
     }
 }

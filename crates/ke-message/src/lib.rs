@@ -22,6 +22,7 @@
 //!
 //! Invariant: this crate does no I/O and knows nothing about transports, the bus or SQLite.
 
+pub mod application;
 pub mod codec;
 pub mod constants;
 mod de;

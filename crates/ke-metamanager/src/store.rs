@@ -365,22 +365,9 @@ fn cacheable(resource: &WireResource) -> Option<Kind> {
         .filter(|kind| kind.token != ke_message::constants::resource_type::EVENT)
 }
 
-/// Upstream's metaserver key: `/<group or core>/<version>/<plural>/<namespace or null>/<name>`.
+/// Upstream's metaserver key for a stored object.
 pub fn v2_key(kind: Kind, namespace: &str, name: &str) -> String {
-    let group = if kind.group.is_empty() {
-        "core"
-    } else {
-        kind.group
-    };
-    let namespace = if namespace.is_empty() {
-        "null"
-    } else {
-        namespace
-    };
-    format!(
-        "/{group}/{}/{}/{namespace}/{name}",
-        kind.version, kind.plural
-    )
+    ke_message::kinds::metaserver_key(kind, Some(namespace), Some(name))
 }
 
 /// Go's `GroupVersionResource.String()`, which upstream stores in `group_version_resource`.

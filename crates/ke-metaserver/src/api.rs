@@ -27,6 +27,9 @@ pub struct Api {
     pub reader: Mutex<Reader>,
     pub history: Arc<History>,
     pub address: String,
+    /// For writes, which go to the cloud through edgehub.
+    pub bus: ke_bus::Bus,
+    pub node: String,
 }
 
 /// Kinds the metaserver serves, with kubectl's short names.
@@ -48,14 +51,18 @@ fn served(group: &str, version: &str) -> impl Iterator<Item = &'static (Kind, &'
 }
 
 /// A request that fails, answered as a `metav1.Status`.
-struct Failure {
+pub(crate) struct Failure {
     code: StatusCode,
     reason: &'static str,
     message: String,
 }
 
 impl Failure {
-    fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Failure {
+    pub(crate) fn new(
+        code: StatusCode,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Failure {
         Failure {
             code,
             reason,
@@ -63,13 +70,13 @@ impl Failure {
         }
     }
 
-    fn response(&self) -> Response<Body> {
+    pub(crate) fn response(&self) -> Response<Body> {
         status(self.code, self.reason, &self.message)
     }
 }
 
 /// What a path names.
-enum Target {
+pub(crate) enum Target {
     Document(Value),
     Collection {
         kind: Kind,
@@ -79,6 +86,8 @@ enum Target {
         kind: Kind,
         namespace: Option<String>,
         name: String,
+        /// `status` in `…/pods/web/status`.
+        subresource: Option<String>,
     },
 }
 
@@ -86,25 +95,44 @@ impl Api {
     pub async fn serve(self: Arc<Self>, request: Request<hyper::body::Incoming>) -> Response<Body> {
         let path = request.uri().path().to_owned();
         let query = parse_query(request.uri().query().unwrap_or(""));
+        let target = match self.target(&path) {
+            Ok(target) => target,
+            Err(failure) => return failure.response(),
+        };
         if request.method() != Method::GET {
-            return status(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                "the edge metaserver serves reads (get, list, watch) of the objects cached on \
-                 this node; write through the cloud's API server",
-            );
+            // Writes belong to the cloud: forwarded when it is connected, refused otherwise.
+            let write =
+                match crate::write::Write::of(request.method(), &target, &query, request.headers())
+                {
+                    Ok(write) => write,
+                    Err(failure) => return failure.response(),
+                };
+            let body = match crate::write::read_body(request.into_body()).await {
+                Ok(body) => body,
+                Err(failure) => return failure.response(),
+            };
+            return write.send(&self.bus, &self.node, body).await;
         }
-        match self.target(&path) {
-            Ok(Target::Document(document)) => json_response(StatusCode::OK, &document),
-            Ok(Target::Object {
+        match target {
+            Target::Document(document) => json_response(StatusCode::OK, &document),
+            Target::Object {
+                subresource: Some(sub),
+                ..
+            } => status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("subresource {sub:?} is not served from the edge cache"),
+            ),
+            Target::Object {
                 kind,
                 namespace,
                 name,
-            }) => {
+                subresource: None,
+            } => {
                 self.get(kind, namespace.as_deref().unwrap_or(""), &name)
                     .await
             }
-            Ok(Target::Collection { kind, namespace }) => {
+            Target::Collection { kind, namespace } => {
                 let selector = match Selector::parse(&query) {
                     Ok(selector) => selector,
                     Err(err) => {
@@ -122,7 +150,6 @@ impl Api {
                     self.list(&scope).await
                 }
             }
-            Err(failure) => failure.response(),
         }
     }
 
@@ -150,6 +177,7 @@ impl Api {
                 .map(|(k, _)| *k)
                 .ok_or_else(not_found)
         };
+        // The `namespaces/…` forms come first: `namespaces` is not a served plural.
         Ok(match rest {
             [] if served(group, version).next().is_some() => {
                 Target::Document(resource_list(group, version))
@@ -158,22 +186,28 @@ impl Api {
                 kind: kind_of(plural)?,
                 namespace: None,
             },
-            [plural, name] if !kind_of(plural)?.namespaced => Target::Object {
-                kind: kind_of(plural)?,
-                namespace: None,
-                name: (*name).to_owned(),
-            },
             ["namespaces", namespace, plural] if kind_of(plural)?.namespaced => {
                 Target::Collection {
                     kind: kind_of(plural)?,
                     namespace: Some((*namespace).to_owned()),
                 }
             }
-            ["namespaces", namespace, plural, name] if kind_of(plural)?.namespaced => {
+            ["namespaces", namespace, plural, name, sub @ ..]
+                if sub.len() <= 1 && kind_of(plural)?.namespaced =>
+            {
                 Target::Object {
                     kind: kind_of(plural)?,
                     namespace: Some((*namespace).to_owned()),
                     name: (*name).to_owned(),
+                    subresource: sub.first().map(|s| (*s).to_owned()),
+                }
+            }
+            [plural, name, sub @ ..] if sub.len() <= 1 && !kind_of(plural)?.namespaced => {
+                Target::Object {
+                    kind: kind_of(plural)?,
+                    namespace: None,
+                    name: (*name).to_owned(),
+                    subresource: sub.first().map(|s| (*s).to_owned()),
                 }
             }
             _ => return Err(not_found()),
@@ -554,7 +588,7 @@ fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
     raw_json_response(code, value.to_string())
 }
 
-fn raw_json_response(code: StatusCode, body: String) -> Response<Body> {
+pub(crate) fn raw_json_response(code: StatusCode, body: String) -> Response<Body> {
     Response::builder()
         .status(code)
         .header(header::CONTENT_TYPE, "application/json")

@@ -7,11 +7,15 @@
 //!   resourceVersion, bookmarks, `410 Expired` once the window has moved on) over HTTP.
 //! * [`history`]: metamanager's change feed, numbered and windowed for watch resumption.
 //!
+//! * [`write`]: create, update, patch and delete, forwarded to the cloud's dynamiccontroller as
+//!   upstream's `Application` (503 without the cloud).
+//!
 //! Reads come from metamanager's SQLite file through a read-only connection; the server holds
-//! no copy of the objects. Writes are refused with a clear error (they belong to the cloud).
+//! no copy of the objects.
 
 mod api;
 mod history;
+mod write;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -46,10 +50,13 @@ pub struct MetaServer {
 
 impl MetaServer {
     /// Binds `address` now, so a port in use fails edgecore's start rather than a module later.
+    /// Writes go to the cloud through `bus` (edgehub) in the name of `node`.
     pub async fn bind(
         address: &str,
         reader: Reader,
         changes: broadcast::Receiver<Change>,
+        bus: ke_bus::Bus,
+        node: &str,
     ) -> Result<MetaServer, MetaServerError> {
         let address: SocketAddr = address
             .parse()
@@ -66,6 +73,8 @@ impl MetaServer {
                 reader: Mutex::new(reader),
                 history,
                 address: bound.to_string(),
+                bus,
+                node: node.to_owned(),
             }),
         })
     }

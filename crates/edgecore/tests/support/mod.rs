@@ -40,6 +40,8 @@ impl Cloud {
             dir,
         );
         let text = set(&text, &["advertiseAddress"], "[127.0.0.1]");
+        // The metaserver's writes need it (off by default, as upstream).
+        let text = set(&text, &["dynamicController", "enable"], "true");
         let config = dir.join("cloudcore.yaml");
         std::fs::write(&config, &text).unwrap();
         let mut cloud = Cloud {
