@@ -104,6 +104,22 @@ async fn kubectl_and_kube_rs_read_and_watch_the_node_cache_online_and_offline() 
     let list = configmaps.list(&ListParams::default()).await.unwrap();
     assert_eq!(list.items.len(), 1);
     let version = list.metadata.resource_version.unwrap();
+    // kube-rs asks for bookmarks by default.
+    let mut with_bookmarks = configmaps
+        .watch(&WatchParams::default().timeout(5), &version)
+        .await
+        .unwrap()
+        .boxed();
+    match with_bookmarks.next().await {
+        Some(Ok(WatchEvent::Bookmark(bookmark))) => {
+            assert!(
+                bookmark.metadata.resource_version.parse::<u64>().unwrap()
+                    >= version.parse().unwrap()
+            );
+        }
+        other => panic!("expected a bookmark, got {other:?}"),
+    }
+    drop(with_bookmarks);
     let mut events = configmaps
         .watch(&WatchParams::default().timeout(30), &version)
         .await

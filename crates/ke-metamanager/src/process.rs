@@ -1,6 +1,7 @@
 //! What metamanager does with each message: classify, store the batch in one transaction, then
 //! acknowledge, forward and answer — in that order, so nothing is ACKed before it is stored.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -52,6 +53,9 @@ pub(crate) struct State {
     store: Mutex<Store>,
     pub changes: broadcast::Sender<Change>,
     connected: AtomicBool,
+    /// Resources with a report on its way to the cloud. One at a time per resource, so an older
+    /// status can never overtake a newer one; newer reports wait in the outbox meanwhile.
+    sending: Mutex<HashSet<String>>,
 }
 
 impl State {
@@ -65,6 +69,7 @@ impl State {
             store,
             changes,
             connected: AtomicBool::new(false),
+            sending: Mutex::default(),
         }
     }
 
@@ -75,6 +80,38 @@ impl State {
     fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
         // A panic mid-transaction rolls the transaction back; the store itself stays usable.
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Claims `resource` for sending; false if a report for it is already on its way.
+    fn claim(&self, resource: &str) -> bool {
+        self.sending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(resource.to_owned())
+    }
+
+    /// After `sent` was answered: the newer report for its resource to send next, or `None`
+    /// after releasing the claim. Checked under the claim lock, so a report stored meanwhile is
+    /// either returned here or finds the resource unclaimed and is sent by its own task.
+    fn next_or_release(&self, sent: &Message) -> Option<Message> {
+        let mut sending = self.sending.lock().unwrap_or_else(PoisonError::into_inner);
+        let next = self
+            .lock()
+            .outbox_entry(&sent.router.resource)
+            .ok()
+            .flatten()
+            .filter(|next| next.header.id != sent.header.id);
+        if next.is_none() {
+            sending.remove(&sent.router.resource);
+        }
+        next
+    }
+
+    fn release(&self, resource: &str) {
+        self.sending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(resource);
     }
 
     fn connected(&self) -> bool {
@@ -213,8 +250,12 @@ async fn after_commit(
         Plan::Report => {
             if let Some(error) = store_error {
                 answer(bus, &message, error_reply(&message, error));
+            } else if state.connected() && state.claim(&message.router.resource) {
+                tokio::spawn(send_reports(Arc::clone(state), bus.clone(), message));
             } else if state.connected() {
-                tokio::spawn(send_report(Arc::clone(state), bus.clone(), message));
+                let queued =
+                    "kept: an earlier report for this resource is on its way; this one follows";
+                answer(bus, &message, error_reply(&message, queued));
             } else {
                 let kept = "the cloud is not connected; the report is kept and sent when it is";
                 answer(bus, &message, error_reply(&message, kept));
@@ -263,24 +304,38 @@ async fn after_commit(
     }
 }
 
-/// Sends a stored report and drops it from the outbox once the cloud has answered.
-async fn send_report(state: Arc<State>, bus: Bus, report: Message) {
-    match to_cloud(&bus, &report, REPORT_TIMEOUT).await {
-        Ok(reply) => {
-            let done = report.clone();
-            let writer = Arc::clone(&state);
-            let dropped = tokio::task::spawn_blocking(move || {
-                writer.lock().batch(|b| b.report_done(&done)).map(|_| ())
-            })
-            .await;
-            if !matches!(dropped, Ok(Ok(()))) {
-                tracing::warn!(resource = %report.router.resource, "answered report stays in the outbox");
+/// Sends a stored report, drops it from the outbox once the cloud has answered, and goes on
+/// with any newer report for the same resource. The caller has claimed the resource.
+async fn send_reports(state: Arc<State>, bus: Bus, first: Message) {
+    let mut report = first;
+    loop {
+        let reply = match to_cloud(&bus, &report, REPORT_TIMEOUT).await {
+            Ok(reply) => reply,
+            Err(reason) => {
+                tracing::debug!(resource = %report.router.resource, reason, "report kept for later");
+                answer(&bus, &report, error_reply(&report, &reason));
+                state.release(&report.router.resource);
+                return;
             }
-            answer(&bus, &report, reply);
-        }
-        Err(reason) => {
-            tracing::debug!(resource = %report.router.resource, reason, "report kept for later");
-            answer(&bus, &report, error_reply(&report, &reason));
+        };
+        let (writer, done) = (Arc::clone(&state), report.clone());
+        let next = tokio::task::spawn_blocking(move || {
+            if writer.lock().batch(|b| b.report_done(&done)).is_err() {
+                tracing::warn!(resource = %done.router.resource, "answered report stays in the outbox");
+            }
+            writer.next_or_release(&done)
+        })
+        .await
+        .ok()
+        .flatten();
+        answer(&bus, &report, reply);
+        match next {
+            // Its requester was answered when it was stored behind this one.
+            Some(mut newer) => {
+                newer.header.sync = false;
+                report = newer;
+            }
+            None => return,
         }
     }
 }
@@ -314,7 +369,9 @@ async fn flush_outbox(state: Arc<State>, bus: Bus) {
         // The original requester stopped waiting long ago: send without answering it.
         let mut report = report;
         report.header.sync = false;
-        sends.spawn(send_report(Arc::clone(&state), bus.clone(), report));
+        if state.claim(&report.router.resource) {
+            sends.spawn(send_reports(Arc::clone(&state), bus.clone(), report));
+        }
     }
     while sends.join_next().await.is_some() {}
 }

@@ -122,6 +122,19 @@ impl Store {
         }
     }
 
+    /// The report waiting for the cloud for `resource`, if any.
+    pub fn outbox_entry(&self, resource: &str) -> Result<Option<Message>, DbError> {
+        let text: Option<String> = self
+            .connection
+            .prepare_cached("SELECT message FROM upstream_outbox WHERE resource = ?1")
+            .and_then(|mut s| s.query_row([resource], |row| row.get(0)).optional())
+            .map_err(|source| DbError::Sqlite {
+                path: self.db.path.clone(),
+                source,
+            })?;
+        Ok(text.and_then(|text| ke_message::decode(text.as_bytes()).ok()))
+    }
+
     /// Reports waiting for the cloud, oldest first.
     pub fn outbox(&self) -> Result<Vec<Message>, DbError> {
         let sqlite = |source| DbError::Sqlite {

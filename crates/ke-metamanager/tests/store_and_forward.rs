@@ -302,3 +302,36 @@ async fn queries_go_to_the_cloud_when_connected_and_to_the_store_when_not() {
         reply.content
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_for_one_resource_reach_the_cloud_in_order_and_the_newest_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::default();
+    let (_runtime, bus) = start(dir.path(), cloud.clone()).await;
+    connection(&bus, content::CLOUD_CONNECTED).await;
+    for beat in 1..=50 {
+        let report = Message::new()
+            .with_route("edged", "meta", "null/nodepatch/edge-1", operation::PATCH)
+            .with_content(json!({"status": {"beat": beat}}).to_string());
+        bus.send("metamanager", report).await.unwrap();
+    }
+    let beat = |m: &Message| -> u64 {
+        serde_json::from_str::<Value>(m.content.as_str().unwrap()).unwrap()["status"]["beat"]
+            .as_u64()
+            .unwrap()
+    };
+    eventually("the newest report at the cloud", || {
+        cloud
+            .received
+            .lock()
+            .unwrap()
+            .last()
+            .is_some_and(|m| beat(m) == 50)
+    })
+    .await;
+    let beats: Vec<u64> = cloud.received.lock().unwrap().iter().map(beat).collect();
+    assert!(
+        beats.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {beats:?}"
+    );
+}

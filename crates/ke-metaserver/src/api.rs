@@ -462,8 +462,10 @@ impl WatchStream {
                 (revision, live)
             }
         };
+        // The first bookmark right after the backlog (the API server marks the end of the
+        // initial events the same way), then one every BOOKMARK_EVERY.
         let mut bookmark = tokio::time::interval(BOOKMARK_EVERY);
-        bookmark.tick().await;
+        let mut first_bookmark = true;
         loop {
             tokio::select! {
                 received = live.recv() => match received {
@@ -480,19 +482,28 @@ impl WatchStream {
                     Ok(Live::Reset) | Err(_) => return,
                 },
                 _ = bookmark.tick(), if self.bookmarks => {
-                    let kind = self.scope.kind;
-                    let object = json!({
-                        "kind": kind.kind,
-                        "apiVersion": kind.api_version(),
-                        "metadata": {"resourceVersion": self.api.history.revision().to_string()},
-                    });
-                    if !self.send(&json!({"type": "BOOKMARK", "object": object})).await {
+                    if !self.send_bookmark(first_bookmark).await {
                         return;
                     }
+                    first_bookmark = false;
                 }
                 () = self.lines.closed() => return,
             }
         }
+    }
+
+    async fn send_bookmark(&self, initial_events_end: bool) -> bool {
+        let kind = self.scope.kind;
+        let mut object = json!({
+            "kind": kind.kind,
+            "apiVersion": kind.api_version(),
+            "metadata": {"resourceVersion": self.api.history.revision().to_string()},
+        });
+        if initial_events_end {
+            object["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        self.send(&json!({"type": "BOOKMARK", "object": object}))
+            .await
     }
 
     /// The stored JSON is spliced in, not re-encoded.
