@@ -1,12 +1,16 @@
-//! Edged (upstream module `edged`): the kubelet of an edge node. Today it runs the node's own
-//! lifecycle ([`node`]: registration, status, lease) through metamanager; pods come next.
+//! Edged (upstream module `edged`): the kubelet of an edge node: the node's own lifecycle
+//! ([`node`]: registration, status, lease) and its pods ([`pods`], through CRI with
+//! [`runtime`]), both through metamanager.
 //!
 //! Everything edged asks of the cloud goes through metamanager (`send_sync` to module
 //! `metamanager`, group `meta`, as upstream's kubelet bridge does), so an offline start is not
 //! fatal: the node runs from local state and registers once the cloud answers.
 
+mod clock;
 mod host;
 mod node;
+mod pods;
+mod runtime;
 
 use std::time::Duration;
 
@@ -21,12 +25,18 @@ pub const GROUP_NAME: &str = "edged";
 
 /// How often an unregistered node retries registration.
 const REGISTER_RETRY: Duration = Duration::from_secs(1);
+/// How often the pods are compared with the runtime (and the runtime redialled when down).
+const POD_SYNC: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct EdgedSettings {
     pub node: NodeSettings,
     /// `modules.edged.rootDirectory`: whose filesystem is the node's ephemeral storage.
     pub root_directory: String,
+    /// `tailoredKubeletConfig.containerRuntimeEndpoint`.
+    pub runtime_endpoint: String,
+    /// `tailoredKubeletConfig.podLogsDir`: where container logs go.
+    pub pod_logs_dir: String,
 }
 
 impl EdgedSettings {
@@ -53,6 +63,8 @@ impl EdgedSettings {
                 kubelet_version: format!("v1.32.10-kubeedge-rs-{}", env!("CARGO_PKG_VERSION")),
             },
             root_directory: edged.root_directory.clone(),
+            runtime_endpoint: kubelet.container_runtime_endpoint.clone(),
+            pod_logs_dir: kubelet.pod_logs_dir.clone(),
         }
     }
 }
@@ -64,6 +76,25 @@ pub struct Edged {
 impl Edged {
     pub fn new(settings: EdgedSettings) -> Edged {
         Edged { settings }
+    }
+}
+
+impl Edged {
+    /// The container runtime, or `None` (logged) while it cannot be reached.
+    async fn connect_runtime(&self) -> Option<runtime::Runtime> {
+        match ke_cri::CriClient::connect(&self.settings.runtime_endpoint).await {
+            Ok(cri) => {
+                tracing::info!(endpoint = %self.settings.runtime_endpoint, "container runtime connected");
+                Some(runtime::Runtime::new(
+                    cri,
+                    self.settings.pod_logs_dir.clone(),
+                ))
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "container runtime not reachable; pods wait for it");
+                None
+            }
+        }
     }
 }
 
@@ -89,6 +120,13 @@ impl Module for Edged {
             // A request to metamanager can outlive metamanager during shutdown: every wait
             // on one also watches for cancellation.
             let cancel = ctx.cancellation_token();
+            let mut pods = pods::Pods::new(self.settings.node.name.clone(), ctx.bus().clone());
+            if cancel.run_until_cancelled(pods.load()).await.is_none() {
+                return Ok(());
+            }
+            let mut runtime: Option<runtime::Runtime> = None;
+            let mut pod_sync = tokio::time::interval(POD_SYNC);
+            pod_sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = register.tick(), if !agent.registered() => {
@@ -105,10 +143,21 @@ impl Module for Edged {
                             break;
                         }
                     }
+                    _ = pod_sync.tick() => {
+                        if runtime.is_none() {
+                            runtime = self.connect_runtime().await;
+                        }
+                        if let Some(runtime) = &runtime
+                            && cancel.run_until_cancelled(pods.sync(runtime)).await.is_none()
+                        {
+                            break;
+                        }
+                    }
                     message = ctx.recv() => match message {
-                        // Pods and the objects they use arrive here; running them is the next
-                        // part of edged. Draining keeps metamanager's sends from waiting.
-                        Some(message) => tracing::trace!(resource = %message.router.resource, "edged: not handled yet"),
+                        Some(message) => {
+                            pods.apply(&message);
+                            pod_sync.reset_immediately();
+                        }
                         None => break,
                     },
                 }

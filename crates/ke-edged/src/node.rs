@@ -257,33 +257,14 @@ impl NodeAgent {
                 "holderIdentity": self.settings.name,
                 "leaseDurationSeconds": self.settings.lease_duration_seconds,
                 // A MicroTime: six fractional digits (golden 13).
-                "renewTime": timestamp(true),
+                "renewTime": crate::clock::now(true),
             },
         })
     }
 }
 
 fn now() -> String {
-    timestamp(false)
-}
-
-/// RFC 3339 in UTC: `metav1.Time` (seconds) or `MicroTime` (six fractional digits).
-fn timestamp(micros: bool) -> String {
-    let t = time::OffsetDateTime::now_utc();
-    let seconds = format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
-    if micros {
-        format!("{seconds}.{:06}Z", t.microsecond())
-    } else {
-        format!("{seconds}Z")
-    }
+    crate::clock::now(false)
 }
 
 #[cfg(test)]

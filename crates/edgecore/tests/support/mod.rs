@@ -151,6 +151,13 @@ impl Cloud {
         );
         let text = set(&text, &["token"], &self.token());
         let mut text = set(&text, &["hostnameOverride"], node);
+        // No container runtime unless a test gives one (`KE_CRI_ENDPOINT`): tests that bind
+        // hundreds of pods to a node must not start them.
+        text = set(
+            &text,
+            &["containerRuntimeEndpoint"],
+            &format!("unix://{}/no-runtime.sock", dir.display()),
+        );
         for (path, value) in edits {
             text = set(&text, path, value);
         }

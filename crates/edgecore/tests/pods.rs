@@ -1,0 +1,107 @@
+//! Pods bound to an edge node run on the real containerd of the test environment, report their
+//! status to the cloud, and are stopped and removed when deleted.
+//!
+//! Needs the test environment (`eval "$(scripts/testenv up)"`) and fails without it.
+
+mod support;
+
+use std::time::Duration;
+
+use ke_cri::{CriClient, api};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use support::{Cloud, WAIT, eventually, start_edge};
+
+const NODE: &str = "edge-p";
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run `eval \"$(scripts/testenv up)\"` first"))
+}
+
+fn pod_manifest(name: &str, image: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  nodeName: {NODE}\n  \
+         containers:\n  - name: app\n    image: {image}\n    imagePullPolicy: IfNotPresent\n    \
+         command: [sh, -c, 'echo started; exec sleep 3600']\n    env:\n    - {{name: GREETING, value: hello}}\n"
+    )
+}
+
+async fn sandboxes_of(endpoint: &str, uid: &str) -> usize {
+    let cri = CriClient::connect(endpoint).await.unwrap();
+    cri.runtime()
+        .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .iter()
+        .filter(|s| s.labels.get("io.kubernetes.pod.uid").map(String::as_str) == Some(uid))
+        .count()
+}
+
+#[test]
+fn a_pod_runs_reports_running_and_is_removed_when_deleted() {
+    let endpoint = env("KE_CRI_ENDPOINT");
+    let image = env("KE_BUSYBOX_IMAGE");
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path());
+    let config = cloud.edge_config(
+        &dir.path().join("edge"),
+        NODE,
+        &[(&["containerRuntimeEndpoint"], &endpoint)],
+    );
+    let mut edge = start_edge(&config);
+    eventually("the node registered", WAIT, || cloud.get(&["node", NODE]));
+
+    let manifest = dir.path().join("pod.yaml");
+    std::fs::write(&manifest, pod_manifest("web", &image)).unwrap();
+    let out = cloud.kubectl(&["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let pod: Value = eventually("web Running with a pod IP", Duration::from_secs(60), || {
+        let pod = cloud.get(&["pod", "web"])?;
+        let status = &pod["status"];
+        (status["phase"] == "Running"
+            && status["containerStatuses"][0]["ready"] == true
+            && status["podIP"].is_string())
+        .then_some(pod)
+    });
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
+    assert!(
+        pod["status"]["containerStatuses"][0]["containerID"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("containerd://")),
+        "{pod:#}"
+    );
+    let table = String::from_utf8_lossy(&cloud.kubectl(&["get", "pods"]).stdout).into_owned();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("web") && l.contains("Running")),
+        "{table}"
+    );
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    assert_eq!(runtime.block_on(sandboxes_of(&endpoint, &uid)), 1);
+
+    // Deleted in the cloud: the edge stops it, confirms, and the pod is gone everywhere.
+    let out = cloud.kubectl(&["delete", "pod", "web", "--grace-period=1", "--wait=false"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually("web gone from the API", Duration::from_secs(60), || {
+        cloud.get(&["pod", "web"]).is_none().then_some(())
+    });
+    eventually("web's sandbox removed", WAIT, || {
+        (runtime.block_on(sandboxes_of(&endpoint, &uid)) == 0).then_some(())
+    });
+    let status = edge.stop_with(Signal::SIGTERM, WAIT);
+    assert!(status.success(), "{}", edge.log());
+}
