@@ -89,6 +89,32 @@ fn a_pod_runs_reports_running_and_is_removed_when_deleted() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     assert_eq!(runtime.block_on(sandboxes_of(&endpoint, &uid)), 1);
 
+    // Offline reboot of edgecore: the cloud is down, edgecore is killed and restarted; it takes
+    // the pod from its store and adopts the running container instead of restarting it.
+    let container_id = pod["status"]["containerStatuses"][0]["containerID"].clone();
+    let mut cloud = cloud;
+    cloud.stop();
+    edge.stop_with(Signal::SIGKILL, WAIT);
+    let mut edge = start_edge(&config);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        edge.log()
+            .contains("pod set loaded from the local store pods=1"),
+        "{}",
+        edge.log()
+    );
+    assert_eq!(runtime.block_on(sandboxes_of(&endpoint, &uid)), 1);
+    assert!(!edge.log().contains("pod not started"), "{}", edge.log());
+    cloud.restart();
+    eventually("web still Running, same UID and container", WAIT, || {
+        let pod = cloud.get(&["pod", "web"])?;
+        (pod["metadata"]["uid"] == uid.as_str()
+            && pod["status"]["phase"] == "Running"
+            && pod["status"]["containerStatuses"][0]["containerID"] == container_id
+            && pod["status"]["containerStatuses"][0]["restartCount"] == 0)
+            .then_some(())
+    });
+
     // Deleted in the cloud: the edge stops it, confirms, and the pod is gone everywhere.
     let out = cloud.kubectl(&["delete", "pod", "web", "--grace-period=1", "--wait=false"]);
     assert!(
