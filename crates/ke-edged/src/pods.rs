@@ -203,13 +203,7 @@ impl Pods {
             tracing::warn!(pod = %pod_name(pod), error = %err, "pod not stopped");
             return;
         }
-        let meta = &pod["metadata"];
-        let resource = format!(
-            "{}/{}/{}",
-            meta["namespace"].as_str().unwrap_or("default"),
-            resource_type::POD,
-            meta["name"].as_str().unwrap_or_default()
-        );
+        let resource = wire_resource(pod, resource_type::POD);
         let delete = Message::new()
             .with_route(source::EDGED, group::META, resource, operation::DELETE)
             .with_content(json!({
@@ -234,13 +228,7 @@ impl Pods {
         if self.reported.get(&uid) == Some(&status) {
             return;
         }
-        let meta = &pod["metadata"];
-        let resource = format!(
-            "{}/{}/{}",
-            meta["namespace"].as_str().unwrap_or("default"),
-            resource_type::POD_PATCH,
-            meta["name"].as_str().unwrap_or_default()
-        );
+        let resource = wire_resource(pod, resource_type::POD_PATCH);
         let patch = json!({"metadata": {"uid": uid}, "status": status});
         // A JSON string, as upstream's kubelet bridge sends it (golden 11). Not waited for:
         // metamanager keeps it until the cloud has it.
@@ -346,6 +334,16 @@ impl Pods {
         }
         status
     }
+}
+
+/// `<namespace>/<type>/<name>` of `pod`.
+fn wire_resource(pod: &Value, resource_type: &str) -> String {
+    let meta = &pod["metadata"];
+    format!(
+        "{}/{resource_type}/{}",
+        meta["namespace"].as_str().unwrap_or("default"),
+        meta["name"].as_str().unwrap_or_default()
+    )
 }
 
 fn pod_name(pod: &Value) -> String {
