@@ -19,12 +19,34 @@ fn env(name: &str) -> String {
         .unwrap_or_else(|_| panic!("{name} is not set: run `eval \"$(scripts/testenv up)\"` first"))
 }
 
-fn pod_manifest(name: &str, image: &str) -> String {
+fn manifests(name: &str, image: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  nodeName: {NODE}\n  \
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings, namespace: default}}\ndata: {{mode: fast, level: '3'}}\n\
+         ---\napiVersion: v1\nkind: Secret\nmetadata: {{name: creds, namespace: default}}\nstringData: {{token: s3cret}}\n\
+         ---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  nodeName: {NODE}\n  \
          containers:\n  - name: app\n    image: {image}\n    imagePullPolicy: IfNotPresent\n    \
-         command: [sh, -c, 'echo started; exec sleep 3600']\n    env:\n    - {{name: GREETING, value: hello}}\n"
+         command: [sh, -c, 'echo started; exec sleep 3600']\n    \
+         envFrom:\n    - {{prefix: CFG_, configMapRef: {{name: settings}}}}\n    \
+         env:\n    - {{name: GREETING, value: hello}}\n    \
+         - {{name: MODE, valueFrom: {{configMapKeyRef: {{name: settings, key: mode}}}}}}\n    \
+         - {{name: TOKEN, valueFrom: {{secretKeyRef: {{name: creds, key: token}}}}}}\n    \
+         - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}\n"
     )
+}
+
+async fn environment(endpoint: &str, container: &str) -> String {
+    let cri = CriClient::connect(endpoint).await.unwrap();
+    let out = cri
+        .runtime()
+        .exec_sync(api::ExecSyncRequest {
+            container_id: container.to_owned(),
+            cmd: vec!["env".to_owned()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 async fn sandboxes_of(endpoint: &str, uid: &str) -> usize {
@@ -55,7 +77,7 @@ fn a_pod_runs_reports_running_and_is_removed_when_deleted() {
     eventually("the node registered", WAIT, || cloud.get(&["node", NODE]));
 
     let manifest = dir.path().join("pod.yaml");
-    std::fs::write(&manifest, pod_manifest("web", &image)).unwrap();
+    std::fs::write(&manifest, manifests("web", &image)).unwrap();
     let out = cloud.kubectl(&["apply", "-f", manifest.to_str().unwrap()]);
     assert!(
         out.status.success(),
@@ -88,6 +110,25 @@ fn a_pod_runs_reports_running_and_is_removed_when_deleted() {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     assert_eq!(runtime.block_on(sandboxes_of(&endpoint, &uid)), 1);
+    let container = pod["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("containerd://")
+        .to_owned();
+    let env = runtime.block_on(environment(&endpoint, &container));
+    for expected in [
+        "GREETING=hello",
+        "MODE=fast",
+        "TOKEN=s3cret",
+        "POD_NAME=web",
+        "CFG_mode=fast",
+        "CFG_level=3",
+    ] {
+        assert!(
+            env.lines().any(|l| l == expected),
+            "{expected} missing from:\n{env}"
+        );
+    }
 
     // Offline reboot of edgecore: the cloud is down, edgecore is killed and restarted; it takes
     // the pod from its store and adopts the running container instead of restarting it.

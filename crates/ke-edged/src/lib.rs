@@ -7,6 +7,7 @@
 //! fatal: the node runs from local state and registers once the cloud answers.
 
 mod clock;
+mod env;
 mod host;
 mod node;
 mod pods;

@@ -183,8 +183,16 @@ impl Pods {
                     c.metadata.as_ref().map_or(0, |m| m.attempt) + 1
                 }
             };
+            let pod_ip = runtime.sandbox_ip(&sandbox_id).await.unwrap_or_default();
+            let env = match crate::env::resolve(&self.bus, pod, spec, &pod_ip).await {
+                Ok(env) => env,
+                Err(err) => {
+                    tracing::warn!(pod = %pod_name(pod), container = name, error = %err.0, "container not configured yet");
+                    continue;
+                }
+            };
             runtime
-                .start_container(pod, &sandbox_id, sandbox_attempt, spec, attempt)
+                .start_container(pod, &sandbox_id, sandbox_attempt, spec, env, attempt)
                 .await?;
         }
         Ok(())

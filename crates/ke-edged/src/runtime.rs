@@ -164,6 +164,7 @@ impl Runtime {
         sandbox_id: &str,
         sandbox_attempt: u32,
         spec: &Value,
+        env: Vec<(String, String)>,
         attempt: u32,
     ) -> Result<String, CriError> {
         let name = spec["name"].as_str().unwrap_or_default();
@@ -188,19 +189,10 @@ impl Runtime {
                 })
                 .unwrap_or_default()
         };
-        let envs = spec["env"]
-            .as_array()
-            .map(|env| {
-                env.iter()
-                    .filter_map(|e| {
-                        Some(api::KeyValue {
-                            key: e["name"].as_str()?.to_owned(),
-                            value: e["value"].as_str().unwrap_or_default().to_owned(),
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let envs = env
+            .into_iter()
+            .map(|(key, value)| api::KeyValue { key, value })
+            .collect();
         let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
         let config = api::ContainerConfig {
             metadata: Some(api::ContainerMetadata {
