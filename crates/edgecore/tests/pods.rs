@@ -30,7 +30,9 @@ fn manifests(name: &str, image: &str) -> String {
          env:\n    - {{name: GREETING, value: hello}}\n    \
          - {{name: MODE, valueFrom: {{configMapKeyRef: {{name: settings, key: mode}}}}}}\n    \
          - {{name: TOKEN, valueFrom: {{secretKeyRef: {{name: creds, key: token}}}}}}\n    \
-         - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}\n"
+         - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}\n\
+         ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: crasher, namespace: default}}\nspec:\n  nodeName: {NODE}\n  \
+         containers:\n  - {{name: app, image: {image}, imagePullPolicy: IfNotPresent, command: [sh, -c, 'exit 3']}}\n"
     )
 }
 
@@ -129,6 +131,25 @@ fn a_pod_runs_reports_running_and_is_removed_when_deleted() {
             "{expected} missing from:\n{env}"
         );
     }
+
+    // A container that keeps failing is restarted, then held back.
+    eventually(
+        "crasher in CrashLoopBackOff",
+        Duration::from_secs(60),
+        || {
+            let pod = cloud.get(&["pod", "crasher"])?;
+            let status = &pod["status"]["containerStatuses"][0];
+            (status["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+                && status["restartCount"].as_u64() >= Some(1))
+            .then_some(())
+        },
+    );
+    let out = cloud.kubectl(&["delete", "pod", "crasher", "--grace-period=0", "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Offline reboot of edgecore: the cloud is down, edgecore is killed and restarted; it takes
     // the pod from its store and adopts the running container instead of restarting it.

@@ -6,7 +6,7 @@
 //! them) and acts on the difference.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ke_bus::Bus;
 use ke_cri::api;
@@ -18,6 +18,18 @@ use crate::runtime::{Running, Runtime};
 
 const METAMANAGER: &str = "metamanager";
 
+/// kubelet's crash-loop backoff: 10 s, doubling, at most 5 minutes; forgotten once a container
+/// has run for 10 minutes.
+const BACKOFF_FIRST: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+
+/// When a container that keeps exiting may be started again.
+struct Backoff {
+    delay: Duration,
+    not_before: Instant,
+}
+
 pub(crate) struct Pods {
     node: String,
     bus: Bus,
@@ -27,6 +39,8 @@ pub(crate) struct Pods {
     reported: HashMap<String, Value>,
     /// Pods being deleted whose deletion was confirmed to the cloud.
     confirmed: HashMap<String, ()>,
+    /// Per (pod UID, container name).
+    backoff: HashMap<(String, String), Backoff>,
 }
 
 impl Pods {
@@ -37,6 +51,7 @@ impl Pods {
             desired: HashMap::new(),
             reported: HashMap::new(),
             confirmed: HashMap::new(),
+            backoff: HashMap::new(),
         }
     }
 
@@ -133,10 +148,12 @@ impl Pods {
                 self.reported.remove(uid);
             }
         }
+        let desired = &self.desired;
+        self.backoff.retain(|(uid, _), _| desired.contains_key(uid));
     }
 
     async fn run(
-        &self,
+        &mut self,
         runtime: &Runtime,
         pod: &Value,
         current: &Running,
@@ -162,9 +179,25 @@ impl Pods {
             let existing = (!fresh_sandbox)
                 .then(|| current.containers.get(name))
                 .flatten();
+            let key = (
+                pod["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                name.to_owned(),
+            );
             let attempt = match existing {
                 None => 0,
-                Some(c) if c.state == api::ContainerState::ContainerRunning as i32 => continue,
+                Some(c) if c.state == api::ContainerState::ContainerRunning as i32 => {
+                    if self
+                        .backoff
+                        .get(&key)
+                        .is_some_and(|b| b.not_before.elapsed() > BACKOFF_RESET)
+                    {
+                        self.backoff.remove(&key);
+                    }
+                    continue;
+                }
                 Some(c) if c.state == api::ContainerState::ContainerCreated as i32 => continue,
                 Some(c) => {
                     let exit_code = runtime
@@ -176,9 +209,20 @@ impl Pods {
                         "OnFailure" => exit_code != 0,
                         _ => true,
                     };
-                    if !again {
+                    if !again || self.backing_off(&key) {
                         continue;
                     }
+                    let delay = self
+                        .backoff
+                        .get(&key)
+                        .map_or(BACKOFF_FIRST, |b| (b.delay * 2).min(BACKOFF_MAX));
+                    self.backoff.insert(
+                        key.clone(),
+                        Backoff {
+                            delay,
+                            not_before: Instant::now() + delay,
+                        },
+                    );
                     runtime.remove_container(&c.id).await?;
                     c.metadata.as_ref().map_or(0, |m| m.attempt) + 1
                 }
@@ -196,6 +240,12 @@ impl Pods {
                 .await?;
         }
         Ok(())
+    }
+
+    fn backing_off(&self, key: &(String, String)) -> bool {
+        self.backoff
+            .get(key)
+            .is_some_and(|b| Instant::now() < b.not_before)
     }
 
     /// A pod the cloud is deleting: stop it within its grace period, then confirm the deletion
@@ -249,6 +299,7 @@ impl Pods {
     }
 
     async fn status(&self, runtime: &Runtime, pod: &Value, current: &Running) -> Value {
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
         let mut statuses = Vec::new();
         let mut all_running = true;
         let mut all_done_ok = true;
@@ -270,6 +321,20 @@ impl Pods {
                     (
                         json!({"running": {"startedAt": crate::clock::from_unix_nanos(s.started_at)}}),
                         true,
+                    )
+                }
+                Some(s)
+                    if s.state == api::ContainerState::ContainerExited as i32
+                        && self.backing_off(&(uid.to_owned(), name.to_owned())) =>
+                {
+                    all_running = false;
+                    all_done_ok = false;
+                    (
+                        json!({"waiting": {
+                            "reason": "CrashLoopBackOff",
+                            "message": format!("back-off restarting failed container {name}"),
+                        }}),
+                        false,
                     )
                 }
                 Some(s) if s.state == api::ContainerState::ContainerExited as i32 => {
