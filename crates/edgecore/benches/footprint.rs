@@ -16,7 +16,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use support::{Cloud, WAIT, edgecore, eventually, metaserver_port, start_edge};
+use support::{Cloud, WAIT, edgecore, eventually, metaserver_port};
 
 const NODE: &str = "edge-bench";
 const PODS: usize = 1000;
@@ -95,8 +95,7 @@ fn main() {
         &[(&["metaServer", "enable"], "true")],
     );
     let port = metaserver_port(&config);
-    let mut edge = start_edge(&config);
-    eventually("the node registered", WAIT, || cloud.get(&["node", NODE]));
+    let mut edge = cloud.start_registered_edge(&config, NODE);
     std::thread::sleep(Duration::from_secs(15));
     println!(
         "edgecore idle RSS (registered, connected, metaserver on, no pods): {:.1} MiB",

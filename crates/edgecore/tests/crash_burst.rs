@@ -66,8 +66,7 @@ fn a_killed_edge_loses_nothing_it_acked_and_converges_after_restart() {
     let edge_dir = dir.path().join("edge");
     let config = cloud.edge_config(&edge_dir, NODE, &[]);
     let database = edge_dir.join("var/lib/kubeedge/edgecore.db");
-    let mut edge = start_edge(&config);
-    eventually("the node registered", WAIT, || cloud.get(&["node", NODE]));
+    let mut edge = cloud.start_registered_edge(&config, NODE);
 
     let started = std::time::Instant::now();
     let burst = cloud.start_creating_pods(NODE, PODS);

@@ -68,8 +68,7 @@ async fn kubectl_and_kube_rs_read_and_watch_the_node_cache_online_and_offline() 
         &[(&["metaServer", "enable"], "true")],
     );
     let port = metaserver_port(&config);
-    let mut edge = start_edge(&config);
-    eventually("the node registered", WAIT, || cloud.get(&["node", NODE]));
+    let mut edge = cloud.start_registered_edge(&config, NODE);
     let manifest = dir.path().join("objects.yaml");
     std::fs::write(&manifest, manifests()).unwrap();
     let out = cloud.kubectl(&["apply", "-f", manifest.to_str().unwrap()]);

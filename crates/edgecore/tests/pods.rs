@@ -75,8 +75,7 @@ fn a_pod_runs_reports_running_and_is_removed_when_deleted() {
         NODE,
         &[(&["containerRuntimeEndpoint"], &endpoint)],
     );
-    let mut edge = start_edge(&config);
-    eventually("the node registered", WAIT, || cloud.get(&["node", NODE]));
+    let mut edge = cloud.start_registered_edge(&config, NODE);
 
     let manifest = dir.path().join("pod.yaml");
     std::fs::write(&manifest, manifests("web", &image)).unwrap();

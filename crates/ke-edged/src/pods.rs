@@ -122,6 +122,7 @@ impl Pods {
                 return;
             }
         };
+        let mut live = Vec::new();
         for (uid, pod) in self.desired.clone() {
             let current = running.get(&uid).cloned().unwrap_or_default();
             if pod["metadata"]["deletionTimestamp"].is_string() {
@@ -131,13 +132,16 @@ impl Pods {
             if let Err(err) = self.run(runtime, &pod, &current).await {
                 tracing::warn!(pod = %pod_name(&pod), error = %err, "pod not started");
             }
-            let current = runtime
-                .running()
-                .await
-                .ok()
-                .and_then(|mut all| all.remove(&uid))
-                .unwrap_or_default();
-            self.report(runtime, &pod, &current).await;
+            live.push((uid, pod));
+        }
+        // Reported from one listing taken after every pod has been started.
+        if !live.is_empty()
+            && let Ok(mut after) = runtime.running().await
+        {
+            for (uid, pod) in live {
+                let current = after.remove(&uid).unwrap_or_default();
+                self.report(runtime, &pod, &current).await;
+            }
         }
         for (uid, orphan) in &running {
             if !self.desired.contains_key(uid) {

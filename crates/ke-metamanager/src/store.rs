@@ -315,31 +315,16 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// The cached objects of `kind`, optionally in one namespace, with the store's revision.
-    pub fn list(
-        &self,
-        kind: Kind,
-        namespace: Option<&str>,
-    ) -> rusqlite::Result<(Vec<Cached>, u64)> {
-        let tx = self.connection.unchecked_transaction()?;
-        let mut statement = tx.prepare_cached(
-            "SELECT namespace, name, resource_version, value FROM meta_v2 \
-             WHERE group_version_resource = ?1 AND (?2 IS NULL OR namespace = ?2) \
-             ORDER BY namespace, name",
-        )?;
-        let rows = statement.query_map(params![gvr(kind), namespace], |row| {
-            Ok(Cached {
-                namespace: row.get(0)?,
-                name: row.get(1)?,
-                revision: row.get::<_, i64>(2)?.max(0) as u64,
-                value: row.get(3)?,
-            })
-        })?;
-        let items = rows.collect::<Result<Vec<_>, _>>()?;
-        drop(statement);
-        let revision = max_revision(&tx)?;
-        tx.finish()?;
-        Ok((items, revision))
+    /// The cached objects of `kind`, optionally in one namespace.
+    pub fn list(&self, kind: Kind, namespace: Option<&str>) -> rusqlite::Result<Vec<Cached>> {
+        self.connection
+            .prepare_cached(
+                "SELECT namespace, name, resource_version, value FROM meta_v2 \
+                 WHERE group_version_resource = ?1 AND (?2 IS NULL OR namespace = ?2) \
+                 ORDER BY namespace, name",
+            )?
+            .query_map(params![gvr(kind), namespace], cached)?
+            .collect()
     }
 
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> rusqlite::Result<Option<Cached>> {
@@ -347,14 +332,7 @@ impl Reader {
             .prepare_cached(
                 "SELECT namespace, name, resource_version, value FROM meta_v2 WHERE key = ?1",
             )?
-            .query_row([v2_key(kind, namespace, name)], |row| {
-                Ok(Cached {
-                    namespace: row.get(0)?,
-                    name: row.get(1)?,
-                    revision: row.get::<_, i64>(2)?.max(0) as u64,
-                    value: row.get(3)?,
-                })
-            })
+            .query_row([v2_key(kind, namespace, name)], cached)
             .optional()
     }
 
@@ -362,6 +340,15 @@ impl Reader {
     pub fn revision(&self) -> rusqlite::Result<u64> {
         max_revision(&self.connection)
     }
+}
+
+fn cached(row: &rusqlite::Row<'_>) -> rusqlite::Result<Cached> {
+    Ok(Cached {
+        namespace: row.get(0)?,
+        name: row.get(1)?,
+        revision: row.get::<_, i64>(2)?.max(0) as u64,
+        value: row.get(3)?,
+    })
 }
 
 fn max_revision(connection: &Connection) -> rusqlite::Result<u64> {
@@ -477,7 +464,10 @@ mod tests {
         assert!(stored[0].contains("\"resourceVersion\":\"5\""));
 
         let reader = store.reader().unwrap();
-        let (items, revision) = reader.list(Kind::POD, Some("default")).unwrap();
+        let (items, revision) = (
+            reader.list(Kind::POD, Some("default")).unwrap(),
+            reader.revision().unwrap(),
+        );
         assert_eq!((items.len(), revision), (1, 5));
         assert!(
             items[0].value.contains("\"kind\":\"Pod\""),
@@ -487,7 +477,7 @@ mod tests {
 
         store.batch(|b| b.delete(&web, Some("a"))).unwrap();
         assert!(store.query(&web).unwrap().is_empty());
-        assert!(reader.list(Kind::POD, None).unwrap().0.is_empty());
+        assert!(reader.list(Kind::POD, None).unwrap().is_empty());
     }
 
     #[test]

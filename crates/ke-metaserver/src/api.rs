@@ -258,7 +258,7 @@ impl Api {
         let revision = self.history.revision();
         let (kind, namespace) = (scope.kind, scope.namespace.clone());
         let items = match self.read(move |r| r.list(kind, namespace.as_deref())).await {
-            Ok((items, _)) => items,
+            Ok(items) => items,
             Err(failure) => return failure.response(),
         };
         let mut body = format!(
@@ -432,7 +432,7 @@ impl WatchStream {
             }
             Start::Initial { revision, live } => {
                 let (kind, namespace) = (self.scope.kind, self.scope.namespace.clone());
-                let Ok((items, _)) = self
+                let Ok(items) = self
                     .api
                     .read(move |r| r.list(kind, namespace.as_deref()))
                     .await

@@ -98,6 +98,13 @@ impl Cloud {
             .then(|| serde_json::from_slice(&out.stdout).expect("kubectl prints JSON"))
     }
 
+    /// Starts edgecore with `config` and waits until this cloud has its Node.
+    pub fn start_registered_edge(&self, config: &Path, node: &str) -> Daemon {
+        let edge = start_edge(config);
+        eventually("the node registered", WAIT, || self.get(&["node", node]));
+        edge
+    }
+
     /// Starts four `kubectl create` processes that together create pods `p0`..`p<count-1>`
     /// bound to `node` (one kubectl creates sequentially; four keep the API server busy).
     pub fn start_creating_pods(&self, node: &str, count: usize) -> Vec<Child> {
