@@ -7,11 +7,19 @@
 //! fatal: the node runs from local state and registers once the cloud answers.
 
 mod clock;
+mod downward;
 mod env;
 mod host;
+mod model;
 mod node;
+mod objects;
 mod pods;
+mod probes;
+mod resources;
 mod runtime;
+mod security;
+mod status;
+mod volumes;
 
 use std::time::Duration;
 
@@ -111,8 +119,11 @@ impl Module for Edged {
     fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             let machine = Machine::detect(&self.settings.root_directory);
-            let mut agent =
-                node::NodeAgent::new(self.settings.node.clone(), machine, ctx.bus().clone());
+            let mut agent = node::NodeAgent::new(
+                self.settings.node.clone(),
+                machine.clone(),
+                ctx.bus().clone(),
+            );
             let every = self.settings.node.status_update_frequency;
             let mut report = tokio::time::interval(every);
             report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -121,7 +132,19 @@ impl Module for Edged {
             // A request to metamanager can outlive metamanager during shutdown: every wait
             // on one also watches for cancellation.
             let cancel = ctx.cancellation_token();
-            let mut pods = pods::Pods::new(self.settings.node.name.clone(), ctx.bus().clone());
+            let facts = pods::NodeFacts {
+                host_ip: self.settings.node.ip.clone(),
+                allocatable: resources::Allocatable {
+                    cpu_millis: machine.cpus as i64 * 1000,
+                    memory_bytes: machine.memory_kib as i64 * 1024,
+                },
+            };
+            let mut pods = pods::Pods::new(
+                self.settings.node.name.clone(),
+                ctx.bus().clone(),
+                facts,
+                &self.settings.root_directory,
+            );
             if cancel.run_until_cancelled(pods.load()).await.is_none() {
                 return Ok(());
             }
@@ -129,6 +152,7 @@ impl Module for Edged {
             let mut pod_sync = tokio::time::interval(POD_SYNC);
             pod_sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                let probes_changed = pods.probes_changed();
                 tokio::select! {
                     _ = register.tick(), if !agent.registered() => {
                         if cancel.run_until_cancelled(agent.register()).await.is_none() {
@@ -154,6 +178,11 @@ impl Module for Edged {
                             break;
                         }
                     }
+                    done = pods.next_done() => {
+                        pods.finish(done).await;
+                        pod_sync.reset_immediately();
+                    }
+                    _ = probes_changed => pod_sync.reset_immediately(),
                     message = ctx.recv() => match message {
                         Some(message) => {
                             pods.apply(&message);

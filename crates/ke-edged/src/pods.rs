@@ -3,9 +3,11 @@
 //!
 //! Level-triggered: every sync compares what should run with what the runtime has (found by
 //! kubelet's labels, so a restarted edgecore adopts running containers instead of restarting
-//! them) and acts on the difference.
+//! them) and acts on the difference. What can take long — stopping a pod within its grace
+//! period, killing a container that failed its liveness probe — runs as a task, so one slow
+//! pod never holds up the others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use ke_bus::Bus;
@@ -13,8 +15,16 @@ use ke_cri::api;
 use ke_message::Message;
 use ke_message::constants::{group, operation, resource_type, source};
 use serde_json::{Value, json};
+use tokio::task::JoinSet;
 
-use crate::runtime::{Running, Runtime};
+use crate::downward::PodFacts;
+use crate::model::{Container, Pod};
+use crate::objects::Objects;
+use crate::probes::{self, Probes, Verdict};
+use crate::resources::Allocatable;
+use crate::runtime::{Running, Runtime, Start, StartError};
+use crate::status::{self, Observed, PodView};
+use crate::volumes::{self, Prepared, Volumes};
 
 const METAMANAGER: &str = "metamanager";
 
@@ -23,6 +33,11 @@ const METAMANAGER: &str = "metamanager";
 const BACKOFF_FIRST: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// How often written volumes are compared with their ConfigMaps and Secrets even without an
+/// update from the cloud (one may have changed while edgecore was down).
+const VOLUME_REFRESH: Duration = Duration::from_secs(60);
+/// kubelet's default `terminationGracePeriodSeconds`.
+const DEFAULT_GRACE: i64 = 30;
 
 /// When a container that keeps exiting may be started again.
 struct Backoff {
@@ -30,28 +45,64 @@ struct Backoff {
     not_before: Instant,
 }
 
+/// (pod UID, container name).
+type ContainerKey = (String, String);
+
+/// A finished background task.
+pub(crate) enum Done {
+    /// A deleted pod was stopped (`ok`) or could not be.
+    Terminated { uid: String, ok: bool },
+    /// A container that failed its liveness probe was stopped.
+    Killed { container_id: String },
+}
+
+/// What the node contributes to every pod.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeFacts {
+    pub host_ip: String,
+    pub allocatable: Allocatable,
+}
+
 pub(crate) struct Pods {
     node: String,
     bus: Bus,
+    facts: NodeFacts,
+    volumes: Volumes,
+    probes: Probes,
     /// Pods bound to this node, by UID.
-    desired: HashMap<String, Value>,
+    desired: HashMap<String, Pod>,
     /// The status last reported per pod, to report only changes.
     reported: HashMap<String, Value>,
-    /// Pods being deleted whose deletion was confirmed to the cloud.
-    confirmed: HashMap<String, ()>,
-    /// Per (pod UID, container name).
-    backoff: HashMap<(String, String), Backoff>,
+    /// Volumes written for a pod since edged started, and when.
+    prepared: HashMap<String, (Prepared, Instant)>,
+    /// Containers edged could not start, with kubelet's waiting reason and a message.
+    held: HashMap<ContainerKey, (String, String)>,
+    backoff: HashMap<ContainerKey, Backoff>,
+    /// Deleted pods being stopped, and those whose deletion was confirmed to the cloud.
+    terminating: HashSet<String>,
+    confirmed: HashSet<String>,
+    /// Containers being stopped after failing their liveness probe.
+    killing: HashSet<String>,
+    tasks: JoinSet<Done>,
 }
 
 impl Pods {
-    pub fn new(node: String, bus: Bus) -> Pods {
+    pub fn new(node: String, bus: Bus, facts: NodeFacts, root_directory: &str) -> Pods {
         Pods {
             node,
             bus,
+            facts,
+            volumes: Volumes::new(root_directory),
+            probes: Probes::new(),
             desired: HashMap::new(),
             reported: HashMap::new(),
-            confirmed: HashMap::new(),
+            prepared: HashMap::new(),
+            held: HashMap::new(),
             backoff: HashMap::new(),
+            terminating: HashSet::new(),
+            confirmed: HashSet::new(),
+            killing: HashSet::new(),
+            tasks: JoinSet::new(),
         }
     }
 
@@ -83,32 +134,84 @@ impl Pods {
         }
     }
 
-    /// A pod message the cloud sent (forwarded by metamanager).
+    /// An object the cloud sent (forwarded by metamanager): a pod, or a ConfigMap or Secret
+    /// whose volumes must be rewritten.
     pub fn apply(&mut self, message: &Message) {
         let Ok(resource) = ke_message::resource::WireResource::parse(&message.router.resource)
         else {
             return;
         };
-        if resource.resource_type != resource_type::POD || resource.name.is_none() {
-            return;
-        }
-        match message.router.operation.as_str() {
-            operation::INSERT | operation::UPDATE => self.upsert(message.content.clone()),
-            operation::DELETE => {
+        let Some(name) = &resource.name else { return };
+        let kind = resource.resource_type.as_str();
+        match (kind, message.router.operation.as_str()) {
+            (resource_type::POD, operation::INSERT | operation::UPDATE) => {
+                self.upsert(message.content.clone());
+            }
+            (resource_type::POD, operation::DELETE) => {
                 if let Some(uid) = message.content["metadata"]["uid"].as_str() {
                     self.desired.remove(uid);
+                }
+            }
+            (resource_type::CONFIGMAP | resource_type::SECRET, _) => {
+                let namespace = resource.namespace.as_deref();
+                let users: Vec<String> = self
+                    .desired
+                    .values()
+                    .filter(|pod| {
+                        namespace == Some(pod.namespace()) && mounts_object(pod, kind, name)
+                    })
+                    .map(|pod| pod.uid().to_owned())
+                    .collect();
+                for uid in users {
+                    self.prepared.remove(&uid);
                 }
             }
             _ => {}
         }
     }
 
-    fn upsert(&mut self, pod: Value) {
-        if pod["spec"]["nodeName"].as_str() != Some(self.node.as_str()) {
+    fn upsert(&mut self, value: Value) {
+        if value["spec"]["nodeName"].as_str() != Some(self.node.as_str()) {
             return;
         }
-        if let Some(uid) = pod["metadata"]["uid"].as_str() {
-            self.desired.insert(uid.to_owned(), pod);
+        match Pod::from_value(value) {
+            Ok(pod) if !pod.uid().is_empty() => {
+                self.desired.insert(pod.uid().to_owned(), pod);
+            }
+            Ok(_) => tracing::warn!("a pod without a UID was ignored"),
+            Err(err) => tracing::warn!(error = %err, "a pod that does not parse was ignored"),
+        }
+    }
+
+    /// Resolves when some probe verdict changed (then a sync reports it).
+    pub fn probes_changed(&self) -> impl Future<Output = ()> + 'static {
+        self.probes.changed()
+    }
+
+    /// The next finished background task; never resolves while none runs.
+    pub async fn next_done(&mut self) -> Done {
+        loop {
+            match self.tasks.join_next().await {
+                Some(Ok(done)) => return done,
+                Some(Err(err)) => tracing::error!(error = %err, "edged task failed"),
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    pub async fn finish(&mut self, done: Done) {
+        match done {
+            Done::Terminated { uid, ok } => {
+                self.terminating.remove(&uid);
+                if ok {
+                    self.confirmed.insert(uid.clone());
+                    self.reported.remove(&uid);
+                    self.volumes.remove(&uid).await;
+                }
+            }
+            Done::Killed { container_id } => {
+                self.killing.remove(&container_id);
+            }
         }
     }
 
@@ -123,43 +226,59 @@ impl Pods {
             }
         };
         let mut live = Vec::new();
-        for (uid, pod) in self.desired.clone() {
+        let uids: Vec<String> = self.desired.keys().cloned().collect();
+        for uid in uids {
+            let Some(pod) = self.desired.get(&uid).cloned() else {
+                continue;
+            };
             let current = running.get(&uid).cloned().unwrap_or_default();
-            if pod["metadata"]["deletionTimestamp"].is_string() {
-                self.terminate(runtime, &uid, &pod, &current).await;
+            if pod.deleting() {
+                self.terminate(runtime, &pod, current);
                 continue;
             }
             if let Err(err) = self.run(runtime, &pod, &current).await {
-                tracing::warn!(pod = %pod_name(&pod), error = %err, "pod not started");
+                tracing::warn!(pod = %pod.full_name(), error = %err, "pod not started");
             }
-            live.push((uid, pod));
+            for id in &current.garbage {
+                runtime.remove_container(id).await.ok();
+            }
+            live.push(uid);
         }
         // Reported from one listing taken after every pod has been started.
-        if !live.is_empty()
-            && let Ok(mut after) = runtime.running().await
-        {
-            for (uid, pod) in live {
+        let mut running_ids = HashSet::new();
+        if let Ok(mut after) = runtime.running().await {
+            for containers in after.values() {
+                running_ids.extend(containers.containers.values().map(|c| c.id.clone()));
+            }
+            for uid in live {
                 let current = after.remove(&uid).unwrap_or_default();
-                self.report(runtime, &pod, &current).await;
+                if let Some(pod) = self.desired.get(&uid).cloned() {
+                    self.report(runtime, &pod, &current).await;
+                }
             }
         }
+        self.probes.retain(&running_ids);
         for (uid, orphan) in &running {
-            if !self.desired.contains_key(uid) {
+            if !self.desired.contains_key(uid) && !self.terminating.contains(uid) {
                 tracing::info!(%uid, "stopping the containers of a pod no longer on this node");
                 if let Err(err) = runtime.kill(orphan, 0).await {
                     tracing::warn!(%uid, error = %err, "orphaned pod not removed");
                 }
                 self.reported.remove(uid);
+                self.volumes.remove(uid).await;
             }
         }
         let desired = &self.desired;
         self.backoff.retain(|(uid, _), _| desired.contains_key(uid));
+        self.held.retain(|(uid, _), _| desired.contains_key(uid));
+        self.prepared.retain(|uid, _| desired.contains_key(uid));
+        self.confirmed.retain(|uid| desired.contains_key(uid));
     }
 
     async fn run(
         &mut self,
         runtime: &Runtime,
-        pod: &Value,
+        pod: &Pod,
         current: &Running,
     ) -> Result<(), ke_cri::CriError> {
         let ready = |s: &api::PodSandbox| s.state == api::PodSandboxState::SandboxReady as i32;
@@ -167,126 +286,308 @@ impl Pods {
         let (sandbox_id, sandbox_attempt) = match &current.sandbox {
             Some(sandbox) if ready(sandbox) => (sandbox.id.clone(), attempt_of(sandbox)),
             other => {
-                if let Some(dead) = other {
-                    runtime.kill(current, 0).await.ok();
-                    let attempt = attempt_of(dead) + 1;
-                    (runtime.run_sandbox(pod, attempt).await?, attempt)
-                } else {
-                    (runtime.run_sandbox(pod, 0).await?, 0)
-                }
+                let attempt = match other {
+                    Some(dead) => {
+                        runtime.kill(current, 0).await.ok();
+                        attempt_of(dead) + 1
+                    }
+                    None => 0,
+                };
+                (runtime.run_sandbox(pod, attempt).await?, attempt)
             }
         };
         let fresh_sandbox = current.sandbox.as_ref().is_none_or(|s| s.id != sandbox_id);
-        let restart = pod["spec"]["restartPolicy"].as_str().unwrap_or("Always");
-        for spec in pod["spec"]["containers"].as_array().into_iter().flatten() {
-            let name = spec["name"].as_str().unwrap_or_default();
-            let existing = (!fresh_sandbox)
+        let existing = |name: &str| {
+            (!fresh_sandbox)
                 .then(|| current.containers.get(name))
-                .flatten();
-            let key = (
-                pod["metadata"]["uid"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                name.to_owned(),
-            );
-            let attempt = match existing {
-                None => 0,
-                Some(c) if c.state == api::ContainerState::ContainerRunning as i32 => {
-                    if self
-                        .backoff
-                        .get(&key)
-                        .is_some_and(|b| b.not_before.elapsed() > BACKOFF_RESET)
-                    {
-                        self.backoff.remove(&key);
-                    }
-                    continue;
-                }
-                Some(c) if c.state == api::ContainerState::ContainerCreated as i32 => continue,
-                Some(c) => {
-                    let exit_code = runtime
-                        .container_status(&c.id)
-                        .await?
-                        .map_or(0, |s| s.exit_code);
-                    let again = match restart {
-                        "Never" => false,
-                        "OnFailure" => exit_code != 0,
-                        _ => true,
-                    };
-                    if !again || self.backing_off(&key) {
-                        continue;
-                    }
-                    let delay = self
-                        .backoff
-                        .get(&key)
-                        .map_or(BACKOFF_FIRST, |b| (b.delay * 2).min(BACKOFF_MAX));
-                    self.backoff.insert(
-                        key.clone(),
-                        Backoff {
-                            delay,
-                            not_before: Instant::now() + delay,
-                        },
-                    );
-                    runtime.remove_container(&c.id).await?;
-                    c.metadata.as_ref().map_or(0, |m| m.attempt) + 1
-                }
-            };
-            let pod_ip = runtime.sandbox_ip(&sandbox_id).await.unwrap_or_default();
-            let env = match crate::env::resolve(&self.bus, pod, spec, &pod_ip).await {
-                Ok(env) => env,
-                Err(err) => {
-                    tracing::warn!(pod = %pod_name(pod), container = name, error = %err.0, "container not configured yet");
-                    continue;
-                }
-            };
-            runtime
-                .start_container(pod, &sandbox_id, sandbox_attempt, spec, env, attempt)
-                .await?;
+                .flatten()
+        };
+        if self
+            .prepared
+            .get(pod.uid())
+            .is_some_and(|(_, at)| at.elapsed() > VOLUME_REFRESH)
+        {
+            self.prepared.remove(pod.uid());
+        }
+        let mut sandbox = SandboxRef {
+            id: &sandbox_id,
+            attempt: sandbox_attempt,
+            ip: None,
+        };
+        if !self.prepared.contains_key(pod.uid())
+            && pod
+                .spec
+                .containers
+                .iter()
+                .all(|c| existing(&c.name).is_some())
+        {
+            // Running containers see refreshed ConfigMap and Secret files.
+            self.prepare_volumes(runtime, pod, &mut sandbox).await;
+        }
+        for container in &pod.spec.init_containers {
+            match self
+                .step(
+                    runtime,
+                    pod,
+                    container,
+                    existing(&container.name),
+                    &mut sandbox,
+                    true,
+                )
+                .await?
+            {
+                Step::Done => continue,
+                Step::Wait => return Ok(()),
+            }
+        }
+        for container in &pod.spec.containers {
+            self.step(
+                runtime,
+                pod,
+                container,
+                existing(&container.name),
+                &mut sandbox,
+                false,
+            )
+            .await?;
         }
         Ok(())
     }
 
-    fn backing_off(&self, key: &(String, String)) -> bool {
+    /// Brings one container towards running (or, for an init container, completed).
+    async fn step(
+        &mut self,
+        runtime: &Runtime,
+        pod: &Pod,
+        container: &Container,
+        existing: Option<&api::Container>,
+        sandbox: &mut SandboxRef<'_>,
+        init: bool,
+    ) -> Result<Step, ke_cri::CriError> {
+        let key = (pod.uid().to_owned(), container.name.clone());
+        let wait = if init { Step::Wait } else { Step::Done };
+        let attempt = match existing {
+            None => 0,
+            Some(c) if c.state == api::ContainerState::ContainerRunning as i32 => {
+                if self
+                    .backoff
+                    .get(&key)
+                    .is_some_and(|b| b.not_before.elapsed() > BACKOFF_RESET)
+                {
+                    self.backoff.remove(&key);
+                }
+                if !init && self.probes.verdict(&c.id, probes::Kind::Liveness) == Verdict::Failure {
+                    self.kill_unhealthy(runtime, pod, container, &c.id);
+                }
+                return Ok(wait);
+            }
+            Some(c) => {
+                let status = runtime.container_status(&c.id).await?;
+                let exit_code = status.as_ref().map_or(0, |s| s.exit_code);
+                let exited = status
+                    .as_ref()
+                    .is_some_and(|s| s.state == api::ContainerState::ContainerExited as i32);
+                if init && exited && exit_code == 0 {
+                    return Ok(Step::Done);
+                }
+                // A container left `Created` failed to start: it is retried like an exit.
+                if (exited && !pod.spec.restart_policy.restarts(exit_code))
+                    || self.backing_off(&key)
+                {
+                    return Ok(wait);
+                }
+                let delay = self
+                    .backoff
+                    .get(&key)
+                    .map_or(BACKOFF_FIRST, |b| (b.delay * 2).min(BACKOFF_MAX));
+                self.backoff.insert(
+                    key.clone(),
+                    Backoff {
+                        delay,
+                        not_before: Instant::now() + delay,
+                    },
+                );
+                c.metadata.as_ref().map_or(0, |m| m.attempt) + 1
+            }
+        };
+        match self.start(runtime, pod, container, sandbox, attempt).await {
+            Ok(()) => {
+                self.held.remove(&key);
+            }
+            Err(err) => {
+                tracing::warn!(pod = %pod.full_name(), container = %container.name, reason = err.reason(), error = %err, "container not started");
+                self.held
+                    .insert(key, (err.reason().to_owned(), err.to_string()));
+            }
+        }
+        Ok(wait)
+    }
+
+    async fn start(
+        &mut self,
+        runtime: &Runtime,
+        pod: &Pod,
+        container: &Container,
+        sandbox: &mut SandboxRef<'_>,
+        attempt: u32,
+    ) -> Result<(), StartError> {
+        let facts = self.pod_facts(runtime, sandbox).await;
+        let bus = self.bus.clone();
+        let mut objects = Objects::new(&bus, pod.namespace());
+        let prepared = match self.prepared.get(pod.uid()) {
+            Some((prepared, _)) => prepared.clone(),
+            None => {
+                let prepared = self
+                    .volumes
+                    .prepare(&mut objects, pod, &facts)
+                    .await
+                    .map_err(|e| StartError::Config(e.to_string()))?;
+                self.prepared
+                    .insert(pod.uid().to_owned(), (prepared.clone(), Instant::now()));
+                prepared
+            }
+        };
+        let mounts = volumes::mounts(pod, container, &prepared)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let env = crate::env::resolve(&mut objects, pod, container, &facts)
+            .await
+            .map_err(|e| StartError::Config(e.0))?;
+        let start = Start {
+            sandbox_id: sandbox.id,
+            sandbox_attempt: sandbox.attempt,
+            env,
+            mounts,
+            attempt,
+        };
+        runtime.start_container(pod, container, start).await?;
+        Ok(())
+    }
+
+    async fn prepare_volumes(
+        &mut self,
+        runtime: &Runtime,
+        pod: &Pod,
+        sandbox: &mut SandboxRef<'_>,
+    ) {
+        let facts = self.pod_facts(runtime, sandbox).await;
+        let bus = self.bus.clone();
+        let mut objects = Objects::new(&bus, pod.namespace());
+        match self.volumes.prepare(&mut objects, pod, &facts).await {
+            Ok(prepared) => {
+                self.prepared
+                    .insert(pod.uid().to_owned(), (prepared, Instant::now()));
+            }
+            Err(err) => {
+                tracing::warn!(pod = %pod.full_name(), error = %err, "volumes not refreshed");
+            }
+        }
+    }
+
+    async fn pod_facts(&self, runtime: &Runtime, sandbox: &mut SandboxRef<'_>) -> PodFacts {
+        if sandbox.ip.is_none() {
+            sandbox.ip = Some(runtime.sandbox_ip(sandbox.id).await.unwrap_or_default());
+        }
+        PodFacts {
+            pod_ip: sandbox.ip.clone().unwrap_or_default(),
+            host_ip: self.facts.host_ip.clone(),
+            node: self.facts.allocatable,
+        }
+    }
+
+    fn backing_off(&self, key: &ContainerKey) -> bool {
         self.backoff
             .get(key)
             .is_some_and(|b| Instant::now() < b.not_before)
     }
 
-    /// A pod the cloud is deleting: stop it within its grace period, then confirm the deletion
-    /// (edgecontroller deletes the API object with grace 0 and the pod's UID as precondition).
-    async fn terminate(&mut self, runtime: &Runtime, uid: &str, pod: &Value, current: &Running) {
-        if self.confirmed.contains_key(uid) {
-            return;
-        }
-        let grace = pod["metadata"]["deletionGracePeriodSeconds"]
-            .as_i64()
-            .unwrap_or(30);
-        if let Err(err) = runtime.kill(current, grace).await {
-            tracing::warn!(pod = %pod_name(pod), error = %err, "pod not stopped");
-            return;
-        }
-        let resource = wire_resource(pod, resource_type::POD);
-        let delete = Message::new()
-            .with_route(source::EDGED, group::META, resource, operation::DELETE)
-            .with_content(json!({
-                "kind": "DeleteOptions",
-                "apiVersion": "v1",
-                "gracePeriodSeconds": 0,
-                "preconditions": {"uid": uid},
-            }));
-        if self.bus.send(METAMANAGER, delete).await.is_ok() {
-            self.confirmed.insert(uid.to_owned(), ());
-            self.reported.remove(uid);
-            tracing::info!(pod = %pod_name(pod), "pod stopped; deletion confirmed to the cloud");
-        }
+    fn grace_period(pod: &Pod) -> i64 {
+        pod.metadata
+            .deletion_grace_period_seconds
+            .or(pod.spec.termination_grace_period_seconds)
+            .unwrap_or(DEFAULT_GRACE)
     }
 
-    async fn report(&mut self, runtime: &Runtime, pod: &Value, current: &Running) {
-        let uid = pod["metadata"]["uid"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let status = self.status(runtime, pod, current).await;
+    /// Stops a container that failed its liveness probe; the restart policy then applies.
+    fn kill_unhealthy(&mut self, runtime: &Runtime, pod: &Pod, container: &Container, id: &str) {
+        if !self.killing.insert(id.to_owned()) {
+            return;
+        }
+        tracing::info!(pod = %pod.full_name(), container = %container.name, "container failed its liveness probe; it will be restarted");
+        let (runtime, id, grace) = (runtime.clone(), id.to_owned(), Self::grace_period(pod));
+        self.tasks.spawn(async move {
+            if let Err(err) = runtime.stop_container(&id, grace).await {
+                tracing::warn!(container = %id, error = %err, "unhealthy container not stopped");
+            }
+            Done::Killed { container_id: id }
+        });
+    }
+
+    /// A pod the cloud is deleting: stop it within its grace period, then confirm the deletion
+    /// (edgecontroller deletes the API object with grace 0 and the pod's UID as precondition).
+    fn terminate(&mut self, runtime: &Runtime, pod: &Pod, current: Running) {
+        let uid = pod.uid().to_owned();
+        if self.confirmed.contains(&uid) || !self.terminating.insert(uid.clone()) {
+            return;
+        }
+        let grace = Self::grace_period(pod);
+        let (runtime, bus, name) = (runtime.clone(), self.bus.clone(), pod.full_name());
+        let resource = wire_resource(pod, resource_type::POD);
+        self.tasks.spawn(async move {
+            if let Err(err) = runtime.kill(&current, grace).await {
+                tracing::warn!(pod = %name, error = %err, "pod not stopped");
+                return Done::Terminated { uid, ok: false };
+            }
+            let delete = Message::new()
+                .with_route(source::EDGED, group::META, resource, operation::DELETE)
+                .with_content(json!({
+                    "kind": "DeleteOptions",
+                    "apiVersion": "v1",
+                    "gracePeriodSeconds": 0,
+                    "preconditions": {"uid": uid},
+                }));
+            let ok = bus.send(METAMANAGER, delete).await.is_ok();
+            if ok {
+                tracing::info!(pod = %name, "pod stopped; deletion confirmed to the cloud");
+            }
+            Done::Terminated { uid, ok }
+        });
+    }
+
+    async fn report(&mut self, runtime: &Runtime, pod: &Pod, current: &Running) {
+        let pod_ip = match &current.sandbox {
+            Some(sandbox) if !pod.spec.host_network => {
+                runtime.sandbox_ip(&sandbox.id).await.unwrap_or_default()
+            }
+            Some(_) => self.facts.host_ip.clone(),
+            None => String::new(),
+        };
+        let mut init = Vec::new();
+        for container in &pod.spec.init_containers {
+            init.push(
+                self.observe(runtime, pod, container, current, &pod_ip, true)
+                    .await,
+            );
+        }
+        let mut containers = Vec::new();
+        for container in &pod.spec.containers {
+            containers.push(
+                self.observe(runtime, pod, container, current, &pod_ip, false)
+                    .await,
+            );
+        }
+        let view = PodView {
+            pod,
+            init,
+            containers,
+            pod_ip,
+            host_ip: self.facts.host_ip.clone(),
+            start_time: current
+                .sandbox
+                .as_ref()
+                .map(|s| crate::clock::from_unix_nanos(s.created_at)),
+        };
+        let status = status::build(&view);
+        let uid = pod.uid().to_owned();
         if self.reported.get(&uid) == Some(&status) {
             return;
         }
@@ -302,131 +603,113 @@ impl Pods {
         }
     }
 
-    async fn status(&self, runtime: &Runtime, pod: &Value, current: &Running) -> Value {
-        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
-        let mut statuses = Vec::new();
-        let mut all_running = true;
-        let mut all_done_ok = true;
-        let mut any_failed = false;
-        for spec in pod["spec"]["containers"].as_array().into_iter().flatten() {
-            let name = spec["name"].as_str().unwrap_or_default();
-            let image = spec["image"].as_str().unwrap_or_default();
-            let container = current.containers.get(name);
-            let status = match container {
-                Some(c) => runtime.container_status(&c.id).await.ok().flatten(),
-                None => None,
-            };
-            let restarts = container
-                .and_then(|c| c.metadata.as_ref())
-                .map_or(0, |m| m.attempt);
-            let (state, ready) = match &status {
-                Some(s) if s.state == api::ContainerState::ContainerRunning as i32 => {
-                    all_done_ok = false;
-                    (
-                        json!({"running": {"startedAt": crate::clock::from_unix_nanos(s.started_at)}}),
-                        true,
-                    )
+    /// One container as the status reports it; starts the probes of a running one.
+    async fn observe(
+        &mut self,
+        runtime: &Runtime,
+        pod: &Pod,
+        container: &Container,
+        current: &Running,
+        pod_ip: &str,
+        init: bool,
+    ) -> Observed {
+        let status_of = |c: Option<&api::Container>| {
+            let id = c.map(|c| c.id.clone());
+            async move {
+                match id {
+                    Some(id) => runtime.container_status(&id).await.ok().flatten(),
+                    None => None,
                 }
-                Some(s)
-                    if s.state == api::ContainerState::ContainerExited as i32
-                        && self.backing_off(&(uid.to_owned(), name.to_owned())) =>
-                {
-                    all_running = false;
-                    all_done_ok = false;
-                    (
-                        json!({"waiting": {
-                            "reason": "CrashLoopBackOff",
-                            "message": format!("back-off restarting failed container {name}"),
-                        }}),
-                        false,
-                    )
-                }
-                Some(s) if s.state == api::ContainerState::ContainerExited as i32 => {
-                    all_running = false;
-                    if s.exit_code != 0 {
-                        any_failed = true;
-                        all_done_ok = false;
-                    }
-                    (
-                        json!({"terminated": {
-                            "exitCode": s.exit_code,
-                            "reason": if s.reason.is_empty() { "Completed".to_owned() } else { s.reason.clone() },
-                            "startedAt": crate::clock::from_unix_nanos(s.started_at),
-                            "finishedAt": crate::clock::from_unix_nanos(s.finished_at),
-                            "containerID": format!("containerd://{}", s.id),
-                        }}),
-                        false,
-                    )
-                }
-                _ => {
-                    all_running = false;
-                    all_done_ok = false;
-                    (json!({"waiting": {"reason": "ContainerCreating"}}), false)
-                }
-            };
-            let mut entry = json!({
-                "name": name,
-                "state": state,
-                "lastState": {},
-                "ready": ready,
-                "restartCount": restarts,
-                "image": image,
-                "imageID": status.as_ref().map(|s| s.image_ref.clone()).unwrap_or_default(),
-                "started": ready,
-            });
-            if let Some(s) = &status {
-                entry["containerID"] = json!(format!("containerd://{}", s.id));
             }
-            statuses.push(entry);
-        }
-        let restart = pod["spec"]["restartPolicy"].as_str().unwrap_or("Always");
-        let phase = if all_running && !statuses.is_empty() {
-            "Running"
-        } else if restart != "Always" && all_done_ok && !statuses.is_empty() {
-            "Succeeded"
-        } else if restart == "Never" && any_failed {
-            "Failed"
+        };
+        let name = &container.name;
+        let key = (pod.uid().to_owned(), name.clone());
+        let current_status = status_of(current.containers.get(name)).await;
+        let previous = status_of(current.previous.get(name)).await;
+        let exited = current_status
+            .as_ref()
+            .is_some_and(|s| s.state == api::ContainerState::ContainerExited as i32);
+        let held = if exited && self.backing_off(&key) {
+            let message = format!(
+                "back-off restarting failed container {name} in pod {}",
+                pod.full_name()
+            );
+            Some(("CrashLoopBackOff".to_owned(), message))
         } else {
-            "Pending"
+            self.held.get(&key).cloned()
         };
-        let ready = if all_running { "True" } else { "False" };
-        let pod_ip = match &current.sandbox {
-            Some(sandbox) => runtime.sandbox_ip(&sandbox.id).await.unwrap_or_default(),
-            None => String::new(),
+        let mut observed = Observed {
+            current: current_status,
+            previous,
+            held,
+            ready: true,
+            started: true,
         };
-        let condition = |kind: &str, status: &str| json!({"type": kind, "status": status});
-        let mut status = json!({
-            "phase": phase,
-            "conditions": [
-                condition("Initialized", "True"),
-                condition("Ready", ready),
-                condition("ContainersReady", ready),
-                condition("PodScheduled", "True"),
-            ],
-            "containerStatuses": statuses,
-        });
-        if !pod_ip.is_empty() {
-            status["podIP"] = json!(pod_ip);
-            status["podIPs"] = json!([{"ip": pod_ip}]);
+        let running = observed
+            .current
+            .as_ref()
+            .filter(|s| s.state == api::ContainerState::ContainerRunning as i32);
+        if let (Some(status), false) = (running, init) {
+            let started_ns = u64::try_from(status.started_at).unwrap_or(0);
+            let now_ns = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as u64;
+            let target = probes::Target {
+                runtime: runtime.clone(),
+                container_id: status.id.clone(),
+                ip: pod_ip.to_owned(),
+                running_for: Duration::from_nanos(now_ns.saturating_sub(started_ns)),
+            };
+            self.probes.ensure(container, &target);
+            let passed = |kind| self.probes.verdict(&status.id, kind) == Verdict::Success;
+            observed.ready = container.readiness_probe.is_none() || passed(probes::Kind::Readiness);
+            observed.started = container.startup_probe.is_none() || passed(probes::Kind::Startup);
         }
-        status
+        observed
     }
 }
 
-/// `<namespace>/<type>/<name>` of `pod`.
-fn wire_resource(pod: &Value, resource_type: &str) -> String {
-    let meta = &pod["metadata"];
-    format!(
-        "{}/{resource_type}/{}",
-        meta["namespace"].as_str().unwrap_or("default"),
-        meta["name"].as_str().unwrap_or_default()
-    )
+/// The sandbox a sync works in; its IP is asked for only when something needs it.
+struct SandboxRef<'a> {
+    id: &'a str,
+    attempt: u32,
+    ip: Option<String>,
 }
 
-fn pod_name(pod: &Value) -> String {
-    format!(
-        "{}/{}",
-        pod["metadata"]["namespace"].as_str().unwrap_or("default"),
-        pod["metadata"]["name"].as_str().unwrap_or_default()
-    )
+/// What a sync does after one container.
+enum Step {
+    /// Go on with the next container.
+    Done,
+    /// An init container has not completed: the containers after it wait.
+    Wait,
+}
+
+/// Whether `pod` mounts ConfigMap or Secret `name` (directly or projected).
+fn mounts_object(pod: &Pod, kind: &str, name: &str) -> bool {
+    pod.spec.volumes.iter().any(|volume| {
+        let direct = match kind {
+            resource_type::CONFIGMAP => volume.config_map.as_ref().is_some_and(|c| c.name == name),
+            _ => volume
+                .secret
+                .as_ref()
+                .is_some_and(|s| s.secret_name == name),
+        };
+        let projected = volume
+            .projected
+            .iter()
+            .flat_map(|p| &p.sources)
+            .any(|source| match kind {
+                resource_type::CONFIGMAP => {
+                    source.config_map.as_ref().is_some_and(|c| c.name == name)
+                }
+                _ => source.secret.as_ref().is_some_and(|s| s.name == name),
+            });
+        direct || projected
+    })
+}
+
+/// `<namespace>/<type>/<name>` of `pod`.
+fn wire_resource(pod: &Pod, resource_type: &str) -> String {
+    format!("{}/{resource_type}/{}", pod.namespace(), pod.metadata.name)
 }

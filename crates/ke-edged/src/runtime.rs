@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use ke_cri::{CriClient, CriError, api, image_spec};
-use serde_json::Value;
+
+use crate::model::{Container, Pod};
+use crate::{resources, security};
 
 pub const POD_UID: &str = "io.kubernetes.pod.uid";
 pub const POD_NAME: &str = "io.kubernetes.pod.name";
@@ -17,8 +19,51 @@ pub struct Running {
     pub sandbox: Option<api::PodSandbox>,
     /// The newest container per container name.
     pub containers: HashMap<String, api::Container>,
+    /// The one before it (its exit is the container's `lastState`).
+    pub previous: HashMap<String, api::Container>,
+    /// Older containers, kept by nobody.
+    pub garbage: Vec<String>,
 }
 
+/// Why a container was not started, as kubelet names it in the container's waiting state.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `ErrImageNeverPull`, `ErrImagePull`.
+    #[error("{message}")]
+    Image {
+        reason: &'static str,
+        message: String,
+    },
+    /// `CreateContainerConfigError`: the pod asks for something that cannot be given yet.
+    #[error("{0}")]
+    Config(String),
+    /// `CreateContainerError` / `RunContainerError`.
+    #[error("{error}")]
+    Runtime {
+        reason: &'static str,
+        error: CriError,
+    },
+}
+
+impl StartError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StartError::Image { reason, .. } | StartError::Runtime { reason, .. } => reason,
+            StartError::Config(_) => "CreateContainerConfigError",
+        }
+    }
+}
+
+/// What a container is started with besides its spec.
+pub struct Start<'a> {
+    pub sandbox_id: &'a str,
+    pub sandbox_attempt: u32,
+    pub env: Vec<(String, String)>,
+    pub mounts: Vec<api::Mount>,
+    pub attempt: u32,
+}
+
+#[derive(Clone)]
 pub struct Runtime {
     cri: CriClient,
     logs_dir: String,
@@ -61,18 +106,15 @@ impl Runtime {
                 entry.sandbox = Some(sandbox);
             }
         }
+        let attempt = |c: &api::Container| c.metadata.as_ref().map_or(0, |m| m.attempt);
+        let mut by_name: HashMap<(String, String), Vec<api::Container>> = HashMap::new();
         for container in containers {
             let Some(uid) = container.labels.get(POD_UID).cloned() else {
                 continue;
             };
-            let Some(pod) = pods.get_mut(&uid) else {
-                continue;
-            };
-            if pod
-                .sandbox
-                .as_ref()
-                .is_none_or(|s| s.id != container.pod_sandbox_id)
-            {
+            let sandbox = pods.get(&uid).and_then(|p| p.sandbox.as_ref());
+            if sandbox.is_none_or(|s| s.id != container.pod_sandbox_id) {
+                // A container of an old sandbox: it goes with that sandbox.
                 continue;
             }
             let name = container
@@ -80,60 +122,79 @@ impl Runtime {
                 .get(CONTAINER_NAME)
                 .cloned()
                 .unwrap_or_default();
-            let attempt = |c: &api::Container| c.metadata.as_ref().map_or(0, |m| m.attempt);
-            let newer = pod
-                .containers
-                .get(&name)
-                .is_none_or(|old| attempt(old) <= attempt(&container));
-            if newer {
-                pod.containers.insert(name, container);
+            by_name.entry((uid, name)).or_default().push(container);
+        }
+        for ((uid, name), mut all) in by_name {
+            all.sort_by_key(|c| std::cmp::Reverse(attempt(c)));
+            let pod = pods.entry(uid).or_default();
+            let mut all = all.into_iter();
+            if let Some(newest) = all.next() {
+                pod.containers.insert(name.clone(), newest);
             }
+            if let Some(previous) = all.next() {
+                pod.previous.insert(name, previous);
+            }
+            pod.garbage.extend(all.map(|c| c.id));
         }
         Ok(pods)
     }
 
-    fn sandbox_config(&self, pod: &Value, attempt: u32) -> api::PodSandboxConfig {
-        let meta = &pod["metadata"];
-        let (name, namespace, uid) = (
-            meta["name"].as_str().unwrap_or_default(),
-            meta["namespace"].as_str().unwrap_or("default"),
-            meta["uid"].as_str().unwrap_or_default(),
-        );
-        let host_network = pod["spec"]["hostNetwork"].as_bool().unwrap_or(false);
-        let network = if host_network {
-            api::NamespaceMode::Node
+    fn log_directory(&self, pod: &Pod) -> String {
+        let meta = &pod.metadata;
+        format!(
+            "{}/{}_{}_{}",
+            self.logs_dir,
+            pod.namespace(),
+            meta.name,
+            meta.uid
+        )
+    }
+
+    fn sandbox_config(&self, pod: &Pod, attempt: u32) -> api::PodSandboxConfig {
+        let meta = &pod.metadata;
+        let host_network = pod.spec.host_network;
+        let hostname = if host_network {
+            // runc cannot set a hostname in the node's UTS namespace; kubelet leaves it empty.
+            String::new()
+        } else if pod.spec.hostname.is_empty() {
+            meta.name.clone()
         } else {
-            api::NamespaceMode::Pod
+            pod.spec.hostname.clone()
         };
+        let port_mappings = pod
+            .spec
+            .containers
+            .iter()
+            .flat_map(|c| &c.ports)
+            .filter(|p| p.host_port > 0)
+            .map(|p| api::PortMapping {
+                protocol: match p.protocol.as_str() {
+                    "UDP" => api::Protocol::Udp,
+                    "SCTP" => api::Protocol::Sctp,
+                    _ => api::Protocol::Tcp,
+                } as i32,
+                container_port: p.container_port,
+                host_port: p.host_port,
+                host_ip: p.host_ip.clone(),
+            })
+            .collect();
         api::PodSandboxConfig {
             metadata: Some(api::PodSandboxMetadata {
-                name: name.to_owned(),
-                uid: uid.to_owned(),
-                namespace: namespace.to_owned(),
+                name: meta.name.clone(),
+                uid: meta.uid.clone(),
+                namespace: pod.namespace().to_owned(),
                 attempt,
             }),
-            // runc cannot set a hostname in the node's UTS namespace; kubelet leaves it empty.
-            hostname: if host_network {
-                String::new()
-            } else {
-                name.to_owned()
-            },
-            log_directory: format!("{}/{namespace}_{name}_{uid}", self.logs_dir),
+            hostname,
+            log_directory: self.log_directory(pod),
+            port_mappings,
             labels: HashMap::from([
-                (POD_UID.to_owned(), uid.to_owned()),
-                (POD_NAME.to_owned(), name.to_owned()),
-                (POD_NAMESPACE.to_owned(), namespace.to_owned()),
+                (POD_UID.to_owned(), meta.uid.clone()),
+                (POD_NAME.to_owned(), meta.name.clone()),
+                (POD_NAMESPACE.to_owned(), pod.namespace().to_owned()),
             ]),
             linux: Some(api::LinuxPodSandboxConfig {
-                security_context: Some(api::LinuxSandboxSecurityContext {
-                    namespace_options: Some(api::NamespaceOption {
-                        network: network as i32,
-                        pid: api::NamespaceMode::Container as i32,
-                        ipc: api::NamespaceMode::Pod as i32,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
+                security_context: Some(security::sandbox(pod)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -141,7 +202,7 @@ impl Runtime {
     }
 
     /// Starts a sandbox for `pod`; returns its id.
-    pub async fn run_sandbox(&self, pod: &Value, attempt: u32) -> Result<String, CriError> {
+    pub async fn run_sandbox(&self, pod: &Pod, attempt: u32) -> Result<String, CriError> {
         let config = self.sandbox_config(pod, attempt);
         std::fs::create_dir_all(&config.log_directory).ok();
         Ok(self
@@ -157,83 +218,128 @@ impl Runtime {
             .pod_sandbox_id)
     }
 
-    /// Creates and starts container `spec` of `pod` in `sandbox_id`.
+    /// The image of `container`, pulled if its pull policy asks for it; its configured user.
+    async fn ensure_image(&self, container: &Container) -> Result<api::Image, StartError> {
+        let image = &container.image;
+        let runtime_error = |error| StartError::Runtime {
+            reason: "ErrImagePull",
+            error,
+        };
+        let policy = container
+            .image_pull_policy
+            .as_deref()
+            .unwrap_or("IfNotPresent");
+        if policy != "Always"
+            && let Some(present) = self.cri.image_status(image).await.map_err(runtime_error)?
+        {
+            return Ok(present);
+        }
+        if policy == "Never" {
+            return Err(StartError::Image {
+                reason: "ErrImageNeverPull",
+                message: format!(
+                    "Container image {image:?} is not present with pull policy of Never"
+                ),
+            });
+        }
+        self.cri
+            .image()
+            .pull_image(api::PullImageRequest {
+                image: Some(image_spec(image)),
+                auth: None,
+                sandbox_config: None,
+            })
+            .await
+            .map_err(|s| StartError::Image {
+                reason: "ErrImagePull",
+                message: format!("failed to pull image {image:?}: {}", s.message()),
+            })?;
+        self.cri
+            .image_status(image)
+            .await
+            .map_err(runtime_error)?
+            .ok_or_else(|| StartError::Image {
+                reason: "ErrImagePull",
+                message: format!("image {image:?} is missing after its pull"),
+            })
+    }
+
+    /// Creates and starts `container` of `pod`.
     pub async fn start_container(
         &self,
-        pod: &Value,
-        sandbox_id: &str,
-        sandbox_attempt: u32,
-        spec: &Value,
-        env: Vec<(String, String)>,
-        attempt: u32,
-    ) -> Result<String, CriError> {
-        let name = spec["name"].as_str().unwrap_or_default();
-        let image = spec["image"].as_str().unwrap_or_default();
-        if !self.cri.image_present(image).await? {
-            self.cri
-                .image()
-                .pull_image(api::PullImageRequest {
-                    image: Some(image_spec(image)),
-                    auth: None,
-                    sandbox_config: None,
-                })
-                .await
-                .map_err(|s| self.cri.call_error("PullImage", s))?;
-        }
-        let strings = |v: &Value| -> Vec<String> {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default()
+        pod: &Pod,
+        container: &Container,
+        start: Start<'_>,
+    ) -> Result<String, StartError> {
+        let image = self.ensure_image(container).await?;
+        // kubelet: an image that names no user runs as root.
+        let image_user = match (&image.uid, image.username.as_str()) {
+            (Some(uid), _) => (Some(uid.value), ""),
+            (None, "") => (Some(0), ""),
+            (None, name) => (None, name),
         };
-        let envs = env
-            .into_iter()
-            .map(|(key, value)| api::KeyValue { key, value })
-            .collect();
-        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+        let security =
+            security::container(pod, container, image_user).map_err(StartError::Config)?;
+        let name = &container.name;
+        let attempt = start.attempt;
         let config = api::ContainerConfig {
             metadata: Some(api::ContainerMetadata {
-                name: name.to_owned(),
+                name: name.clone(),
                 attempt,
             }),
-            image: Some(image_spec(image)),
-            command: strings(&spec["command"]),
-            args: strings(&spec["args"]),
-            working_dir: spec["workingDir"].as_str().unwrap_or_default().to_owned(),
-            envs,
+            image: Some(image_spec(&container.image)),
+            command: container.command.clone(),
+            args: container.args.clone(),
+            working_dir: container.working_dir.clone(),
+            envs: start
+                .env
+                .into_iter()
+                .map(|(key, value)| api::KeyValue { key, value })
+                .collect(),
+            mounts: start.mounts,
             labels: HashMap::from([
-                (POD_UID.to_owned(), uid.to_owned()),
-                (CONTAINER_NAME.to_owned(), name.to_owned()),
+                (POD_UID.to_owned(), pod.uid().to_owned()),
+                (POD_NAME.to_owned(), pod.metadata.name.clone()),
+                (POD_NAMESPACE.to_owned(), pod.namespace().to_owned()),
+                (CONTAINER_NAME.to_owned(), name.clone()),
             ]),
             log_path: format!("{name}/{attempt}.log"),
-            linux: Some(api::LinuxContainerConfig::default()),
+            stdin: container.stdin,
+            stdin_once: container.stdin_once,
+            tty: container.tty,
+            linux: Some(api::LinuxContainerConfig {
+                resources: Some(resources::linux_resources(container)),
+                security_context: Some(security),
+            }),
             ..Default::default()
         };
-        std::fs::create_dir_all(format!(
-            "{}/{name}",
-            self.sandbox_config(pod, sandbox_attempt).log_directory
-        ))
-        .ok();
+        let sandbox_config = self.sandbox_config(pod, start.sandbox_attempt);
+        std::fs::create_dir_all(format!("{}/{name}", sandbox_config.log_directory)).ok();
         let mut runtime = self.cri.runtime();
         let id = runtime
             .create_container(api::CreateContainerRequest {
-                pod_sandbox_id: sandbox_id.to_owned(),
+                pod_sandbox_id: start.sandbox_id.to_owned(),
                 config: Some(config),
-                sandbox_config: Some(self.sandbox_config(pod, sandbox_attempt)),
+                sandbox_config: Some(sandbox_config),
             })
             .await
-            .map_err(|s| self.cri.call_error("CreateContainer", s))?
+            .map_err(|s| StartError::Runtime {
+                reason: "CreateContainerError",
+                error: self.cri.call_error("CreateContainer", s),
+            })?
             .into_inner()
             .container_id;
-        runtime
+        if let Err(status) = runtime
             .start_container(api::StartContainerRequest {
                 container_id: id.clone(),
             })
             .await
-            .map_err(|s| self.cri.call_error("StartContainer", s))?;
+        {
+            return Err(StartError::Runtime {
+                reason: "RunContainerError",
+                error: self.cri.call_error("StartContainer", status),
+            });
+        }
         Ok(id)
     }
 
@@ -271,6 +377,39 @@ impl Runtime {
             .unwrap_or_default())
     }
 
+    /// Runs `cmd` in container `id`; its exit code.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout_seconds: i64,
+    ) -> Result<i32, CriError> {
+        Ok(self
+            .cri
+            .runtime()
+            .exec_sync(api::ExecSyncRequest {
+                container_id: id.to_owned(),
+                cmd,
+                timeout: timeout_seconds,
+            })
+            .await
+            .map_err(|s| self.cri.call_error("ExecSync", s))?
+            .into_inner()
+            .exit_code)
+    }
+
+    pub async fn stop_container(&self, id: &str, grace_seconds: i64) -> Result<(), CriError> {
+        self.cri
+            .runtime()
+            .stop_container(api::StopContainerRequest {
+                container_id: id.to_owned(),
+                timeout: grace_seconds,
+            })
+            .await
+            .map_err(|s| self.cri.call_error("StopContainer", s))?;
+        Ok(())
+    }
+
     pub async fn remove_container(&self, id: &str) -> Result<(), CriError> {
         self.cri
             .runtime()
@@ -282,20 +421,18 @@ impl Runtime {
         Ok(())
     }
 
-    /// Stops every container of `running` (giving each `grace_seconds`) and removes the
-    /// sandbox with them.
+    /// Stops every container of `running` at once (each gets `grace_seconds`), then removes
+    /// the sandbox with them.
     pub async fn kill(&self, running: &Running, grace_seconds: i64) -> Result<(), CriError> {
-        let mut runtime = self.cri.runtime();
-        for container in running.containers.values() {
-            runtime
-                .stop_container(api::StopContainerRequest {
-                    container_id: container.id.clone(),
-                    timeout: grace_seconds,
-                })
-                .await
-                .map_err(|s| self.cri.call_error("StopContainer", s))?;
+        let stops = running
+            .containers
+            .values()
+            .map(|c| self.stop_container(&c.id, grace_seconds));
+        for stopped in futures_util::future::join_all(stops).await {
+            stopped?;
         }
         if let Some(sandbox) = &running.sandbox {
+            let mut runtime = self.cri.runtime();
             runtime
                 .stop_pod_sandbox(api::StopPodSandboxRequest {
                     pod_sandbox_id: sandbox.id.clone(),

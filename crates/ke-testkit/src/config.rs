@@ -14,7 +14,9 @@ pub fn sandboxed(config: &str, dir: &Path) -> String {
     let root = dir.display();
     let mut text = config
         .replace("/etc/kubeedge/", &format!("{root}/etc/kubeedge/"))
-        .replace("/var/lib/kubeedge/", &format!("{root}/var/lib/kubeedge/"));
+        .replace("/var/lib/kubeedge/", &format!("{root}/var/lib/kubeedge/"))
+        .replace("/var/lib/kubelet\n", &format!("{root}/var/lib/kubelet\n"))
+        .replace("/var/log/pods\n", &format!("{root}/var/log/pods\n"));
     for port in DEFAULT_PORTS {
         let free = free_port();
         text = text
