@@ -7,17 +7,11 @@ mod support;
 
 use std::time::Duration;
 
-use ke_cri::{CriClient, api};
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use support::{Cloud, WAIT, eventually, start_edge};
+use support::{Cloud, Cri, WAIT, eventually, start_edge, testenv};
 
 const NODE: &str = "edge-p";
-
-fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: run `eval \"$(scripts/testenv up)\"` first"))
-}
 
 fn manifests(name: &str, image: &str) -> String {
     format!(
@@ -36,38 +30,10 @@ fn manifests(name: &str, image: &str) -> String {
     )
 }
 
-async fn environment(endpoint: &str, container: &str) -> String {
-    let cri = CriClient::connect(endpoint).await.unwrap();
-    let out = cri
-        .runtime()
-        .exec_sync(api::ExecSyncRequest {
-            container_id: container.to_owned(),
-            cmd: vec!["env".to_owned()],
-            timeout: 10,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-async fn sandboxes_of(endpoint: &str, uid: &str) -> usize {
-    let cri = CriClient::connect(endpoint).await.unwrap();
-    cri.runtime()
-        .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .items
-        .iter()
-        .filter(|s| s.labels.get("io.kubernetes.pod.uid").map(String::as_str) == Some(uid))
-        .count()
-}
-
 #[test]
 fn a_pod_runs_reports_running_and_is_removed_when_deleted() {
-    let endpoint = env("KE_CRI_ENDPOINT");
-    let image = env("KE_BUSYBOX_IMAGE");
+    let endpoint = testenv("KE_CRI_ENDPOINT");
+    let image = testenv("KE_BUSYBOX_IMAGE");
     let dir = tempfile::tempdir().unwrap();
     let cloud = Cloud::start(dir.path());
     let config = cloud.edge_config(
@@ -109,14 +75,14 @@ fn a_pod_runs_reports_running_and_is_removed_when_deleted() {
         "{table}"
     );
 
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    assert_eq!(runtime.block_on(sandboxes_of(&endpoint, &uid)), 1);
+    let cri = Cri::connect(&endpoint);
+    assert_eq!(cri.sandboxes_of(&uid).len(), 1);
     let container = pod["status"]["containerStatuses"][0]["containerID"]
         .as_str()
         .unwrap()
         .trim_start_matches("containerd://")
         .to_owned();
-    let env = runtime.block_on(environment(&endpoint, &container));
+    let (_, env) = cri.exec(&container, &["env"]);
     for expected in [
         "GREETING=hello",
         "MODE=fast",
@@ -164,7 +130,7 @@ fn a_pod_runs_reports_running_and_is_removed_when_deleted() {
         "{}",
         edge.log()
     );
-    assert_eq!(runtime.block_on(sandboxes_of(&endpoint, &uid)), 1);
+    assert_eq!(cri.sandboxes_of(&uid).len(), 1);
     assert!(!edge.log().contains("pod not started"), "{}", edge.log());
     cloud.restart();
     eventually("web still Running, same UID and container", WAIT, || {
@@ -187,7 +153,7 @@ fn a_pod_runs_reports_running_and_is_removed_when_deleted() {
         cloud.get(&["pod", "web"]).is_none().then_some(())
     });
     eventually("web's sandbox removed", WAIT, || {
-        (runtime.block_on(sandboxes_of(&endpoint, &uid)) == 0).then_some(())
+        cri.sandboxes_of(&uid).is_empty().then_some(())
     });
     let status = edge.stop_with(Signal::SIGTERM, WAIT);
     assert!(status.success(), "{}", edge.log());

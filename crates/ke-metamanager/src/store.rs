@@ -276,6 +276,9 @@ impl Batch<'_> {
                     "INSERT OR REPLACE INTO meta (key, type, value) VALUES (?1, ?2, ?3)",
                 )?
                 .execute(params![resource, wire.resource_type, value])?;
+            if wire.resource_type == ke_message::constants::resource_type::POD_PATCH {
+                self.show_pod_status(&wire, &message.content)?;
+            }
         }
         let encoded = String::from_utf8_lossy(&ke_message::encode(message)).into_owned();
         self.tx
@@ -285,6 +288,34 @@ impl Batch<'_> {
                  seq = (SELECT coalesce(max(seq), 0) + 1 FROM upstream_outbox)",
             )?
             .execute(params![resource, encoded])?;
+        Ok(())
+    }
+
+    /// Puts the status edged reports into the pod the edge serves, so local clients see the
+    /// node's pods as they are even while the cloud is away. The cloud's next version of the
+    /// pod replaces it as usual.
+    fn show_pod_status(&mut self, patch: &WireResource, content: &Value) -> rusqlite::Result<()> {
+        let report: Value = match content {
+            Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+            other => other.clone(),
+        };
+        let Some(status) = report.get("status").filter(|s| s.is_object()) else {
+            return Ok(());
+        };
+        let pod = WireResource::new(
+            patch.namespace.as_deref(),
+            ke_message::constants::resource_type::POD,
+            patch.name.as_deref(),
+        );
+        let Some(mut stored) = self.meta_value(&pod.to_string())? else {
+            return Ok(());
+        };
+        let reported_uid = report["metadata"]["uid"].as_str();
+        if reported_uid.is_some_and(|reported| uid(&stored) != Some(reported)) {
+            return Ok(());
+        }
+        stored["status"] = status.clone();
+        self.upsert(&pod, &stored)?;
         Ok(())
     }
 
@@ -509,6 +540,37 @@ mod tests {
         assert_eq!(store.outbox().unwrap(), [lease]);
         let key = resource("null/nodepatch/edge-1");
         assert_eq!(store.query(&key).unwrap(), ["{\"n\":2}"]);
+    }
+
+    #[test]
+    fn a_reported_pod_status_shows_in_the_local_pod() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("edgecore.db"), TABLES).unwrap();
+        let web = resource("default/pod/web");
+        let report = |uid: &str, phase: &str| {
+            Message::new()
+                .with_route("edged", "meta", "default/podpatch/web", "patch")
+                .with_content(
+                    json!({"metadata": {"uid": uid}, "status": {"phase": phase}}).to_string(),
+                )
+        };
+        let ((), applied) = store
+            .batch(|b| {
+                b.upsert(&web, &pod("a", "5"))?;
+                b.record_report(&report("a", "Running"))?;
+                // A report about an earlier pod of the same name changes nothing.
+                b.record_report(&report("old", "Failed"))
+            })
+            .unwrap();
+        assert_eq!(applied.changes.len(), 2, "added, then modified");
+        let stored: Value = serde_json::from_str(&store.query(&web).unwrap()[0]).unwrap();
+        assert_eq!(stored["status"]["phase"], "Running");
+        let served = store
+            .reader()
+            .unwrap()
+            .get(Kind::POD, "default", "web")
+            .unwrap();
+        assert!(served.unwrap().value.contains("\"Running\""));
     }
 
     #[test]

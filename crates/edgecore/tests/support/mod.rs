@@ -203,3 +203,97 @@ pub fn eventually<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> 
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The test environment's value of `name` (`eval "$(scripts/testenv up)"` sets them).
+pub fn testenv(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run `eval \"$(scripts/testenv up)\"` first"))
+}
+
+/// The test environment's containerd, through CRI.
+pub struct Cri {
+    runtime: tokio::runtime::Runtime,
+    client: ke_cri::CriClient,
+}
+
+impl Cri {
+    pub fn connect(endpoint: &str) -> Cri {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let client = runtime
+            .block_on(ke_cri::CriClient::connect(endpoint))
+            .unwrap();
+        Cri { runtime, client }
+    }
+
+    /// `cmd` run in `container` (an ID, with or without `containerd://`): exit code, stdout.
+    pub fn exec(&self, container: &str, cmd: &[&str]) -> (i32, String) {
+        let out = self
+            .runtime
+            .block_on(
+                self.client
+                    .runtime()
+                    .exec_sync(ke_cri::api::ExecSyncRequest {
+                        container_id: container.trim_start_matches("containerd://").to_owned(),
+                        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                        timeout: 10,
+                    }),
+            )
+            .unwrap()
+            .into_inner();
+        (
+            out.exit_code,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// The sandboxes of pod `uid`, ready or not.
+    pub fn sandboxes_of(&self, uid: &str) -> Vec<ke_cri::api::PodSandbox> {
+        let sandboxes = self
+            .runtime
+            .block_on(
+                self.client
+                    .runtime()
+                    .list_pod_sandbox(ke_cri::api::ListPodSandboxRequest { filter: None }),
+            )
+            .unwrap()
+            .into_inner()
+            .items;
+        sandboxes
+            .into_iter()
+            .filter(|s| s.labels.get("io.kubernetes.pod.uid").map(String::as_str) == Some(uid))
+            .collect()
+    }
+
+    /// The running containers of pod `uid`, by ID.
+    pub fn running_containers_of(&self, uid: &str) -> Vec<String> {
+        let containers = self
+            .runtime
+            .block_on(
+                self.client
+                    .runtime()
+                    .list_containers(ke_cri::api::ListContainersRequest { filter: None }),
+            )
+            .unwrap()
+            .into_inner()
+            .containers;
+        containers
+            .into_iter()
+            .filter(|c| c.labels.get("io.kubernetes.pod.uid").map(String::as_str) == Some(uid))
+            .filter(|c| c.state == ke_cri::api::ContainerState::ContainerRunning as i32)
+            .map(|c| c.id)
+            .collect()
+    }
+
+    /// Stops pod `uid`'s sandbox and so its containers, as a reboot of the node would.
+    pub fn stop_sandboxes_of(&self, uid: &str) {
+        for sandbox in self.sandboxes_of(uid) {
+            self.runtime
+                .block_on(self.client.runtime().stop_pod_sandbox(
+                    ke_cri::api::StopPodSandboxRequest {
+                        pod_sandbox_id: sandbox.id,
+                    },
+                ))
+                .unwrap();
+        }
+    }
+}

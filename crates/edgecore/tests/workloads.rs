@@ -1,0 +1,290 @@
+//! A Deployment on an edge node, as a user runs one: ConfigMap volume, Secret env, an init
+//! container, readiness and liveness probes — on the real containerd, driven by the real
+//! kubectl, checked inside the containers through CRI. Then an offline reboot of edgecore and
+//! the deletion of everything.
+//!
+//! Needs the test environment (`eval "$(scripts/testenv up)"`) and fails without it.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use support::{Cloud, Cri, WAIT, eventually, start_edge, testenv};
+
+const NODE: &str = "edge-w";
+
+fn manifests(image: &str, page: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: web-config, namespace: default}}
+data:
+  index.html: "{page}"
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: web-secret, namespace: default}}
+stringData: {{password: s3cret}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: default}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      nodeSelector: {{kubernetes.io/hostname: {NODE}}}
+      terminationGracePeriodSeconds: 2
+      initContainers:
+      - name: setup
+        image: {image}
+        imagePullPolicy: IfNotPresent
+        command: [sh, -c, 'echo prepared > /work/marker']
+        volumeMounts: [{{name: work, mountPath: /work}}]
+      containers:
+      - name: web
+        image: {image}
+        imagePullPolicy: IfNotPresent
+        command: [httpd, -f, -p, '8080', -h, /config]
+        ports: [{{name: http, containerPort: 8080}}]
+        env:
+        - name: PASSWORD
+          valueFrom: {{secretKeyRef: {{name: web-secret, key: password}}}}
+        volumeMounts:
+        - {{name: config, mountPath: /config}}
+        - {{name: work, mountPath: /work}}
+        readinessProbe:
+          httpGet: {{path: /index.html, port: http}}
+          periodSeconds: 1
+        livenessProbe:
+          exec: {{command: [cat, /work/marker]}}
+          periodSeconds: 2
+      volumes:
+      - {{name: config, configMap: {{name: web-config}}}}
+      - {{name: work, emptyDir: {{}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: flaky, namespace: default}}
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {image}
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'touch /tmp/healthy; sleep 3; rm /tmp/healthy; exec sleep 3600']
+    livenessProbe:
+      exec: {{command: [cat, /tmp/healthy]}}
+      periodSeconds: 1
+      failureThreshold: 1
+"#
+    )
+}
+
+/// The web pods, by name, once both are Running and Ready.
+fn ready_web_pods(cloud: &Cloud) -> Option<BTreeMap<String, Value>> {
+    let list = cloud.get(&["pods", "-l", "app=web"])?;
+    let pods: BTreeMap<String, Value> = list["items"]
+        .as_array()?
+        .iter()
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap().to_owned(),
+                p.clone(),
+            )
+        })
+        .collect();
+    let ready = |pod: &Value| {
+        pod["status"]["phase"] == "Running"
+            && pod["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+    };
+    (pods.len() == 2 && pods.values().all(ready)).then_some(pods)
+}
+
+fn container_id(pod: &Value) -> String {
+    pod["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn apply(cloud: &Cloud, dir: &std::path::Path, text: &str) {
+    let manifest = dir.join("workload.yaml");
+    std::fs::write(&manifest, text).unwrap();
+    let out = cloud.kubectl(&["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_deployment_runs_ready_with_its_config_survives_an_offline_reboot_and_is_deleted() {
+    let endpoint = testenv("KE_CRI_ENDPOINT");
+    let image = testenv("KE_BUSYBOX_IMAGE");
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path());
+    let edge_dir = dir.path().join("edge");
+    let config = cloud.edge_config(
+        &edge_dir,
+        NODE,
+        &[(&["containerRuntimeEndpoint"], &endpoint)],
+    );
+    let mut edge = cloud.start_registered_edge(&config, NODE);
+    let cri = Cri::connect(&endpoint);
+
+    apply(
+        &cloud,
+        dir.path(),
+        &manifests(&image, "hello from the edge"),
+    );
+    let pods = eventually(
+        "2 web pods Running and Ready",
+        Duration::from_secs(90),
+        || ready_web_pods(&cloud),
+    );
+    let table = String::from_utf8_lossy(&cloud.kubectl(&["get", "pods", "-l", "app=web"]).stdout)
+        .into_owned();
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| l.contains("1/1") && l.contains("Running"))
+            .count(),
+        2,
+        "{table}"
+    );
+    for pod in pods.values() {
+        let init = &pod["status"]["initContainerStatuses"][0];
+        assert_eq!(
+            init["state"]["terminated"]["reason"], "Completed",
+            "{pod:#}"
+        );
+        let id = container_id(pod);
+        assert_eq!(
+            cri.exec(&id, &["cat", "/config/index.html"]),
+            (0, "hello from the edge".to_owned())
+        );
+        assert_eq!(
+            cri.exec(&id, &["cat", "/work/marker"]),
+            (0, "prepared\n".to_owned())
+        );
+        let (_, env) = cri.exec(&id, &["env"]);
+        assert!(env.lines().any(|l| l == "PASSWORD=s3cret"), "{env}");
+        // Written volumes are read-only in the container.
+        let (code, _) = cri.exec(&id, &["sh", "-c", "echo x > /config/index.html"]);
+        assert_ne!(code, 0);
+    }
+
+    // A changed ConfigMap reaches the running containers' files.
+    apply(&cloud, dir.path(), &manifests(&image, "updated"));
+    let first = container_id(pods.values().next().unwrap());
+    eventually(
+        "the updated page in the container",
+        Duration::from_secs(60),
+        || (cri.exec(&first, &["cat", "/config/index.html"]).1 == "updated").then_some(()),
+    );
+
+    // A failing liveness probe restarts the container.
+    let flaky = eventually(
+        "flaky restarted by its liveness probe",
+        Duration::from_secs(60),
+        || {
+            let pod = cloud.get(&["pod", "flaky"])?;
+            let status = &pod["status"]["containerStatuses"][0];
+            (status["restartCount"].as_u64() >= Some(1)
+                && status["lastState"]["terminated"]["exitCode"].is_i64())
+            .then_some(pod)
+        },
+    );
+    assert_eq!(flaky["status"]["phase"], "Running", "{flaky:#}");
+
+    // Offline reboot: cloud down, edgecore killed; one pod's containers die meanwhile (as in
+    // a power cut). From its store alone edgecore restarts that one, adopts the other.
+    let pods = ready_web_pods(&cloud).expect("web pods still ready");
+    let mut cloud = cloud;
+    cloud.stop();
+    edge.stop_with(Signal::SIGKILL, WAIT);
+    let (died, kept) = {
+        let mut names = pods.keys();
+        (names.next().unwrap().clone(), names.next().unwrap().clone())
+    };
+    let uid = |name: &str| pods[name]["metadata"]["uid"].as_str().unwrap().to_owned();
+    let kept_id = container_id(&pods[&kept])
+        .trim_start_matches("containerd://")
+        .to_owned();
+    cri.stop_sandboxes_of(&uid(&died));
+    assert!(cri.running_containers_of(&uid(&died)).is_empty());
+
+    let restarted = Instant::now();
+    let mut edge = start_edge(&config);
+    eventually(
+        "both web pods running again",
+        Duration::from_secs(5),
+        || {
+            let died_running = cri.running_containers_of(&uid(&died)).len() == 1;
+            let kept_running = cri.running_containers_of(&uid(&kept)) == [kept_id.clone()];
+            (died_running && kept_running).then_some(())
+        },
+    );
+    eprintln!(
+        "offline reboot: pods running {:?} after edgecore start",
+        restarted.elapsed()
+    );
+
+    cloud.restart();
+    let after = eventually(
+        "web pods Ready again with the same UIDs",
+        Duration::from_secs(60),
+        || ready_web_pods(&cloud),
+    );
+    for (name, pod) in &pods {
+        assert_eq!(
+            after[name]["metadata"]["uid"], pod["metadata"]["uid"],
+            "{name} recreated"
+        );
+    }
+    assert_eq!(
+        container_id(&after[&kept]),
+        container_id(&pods[&kept]),
+        "{kept} restarted"
+    );
+
+    // Deleted in the cloud: everything stops and goes.
+    for args in [
+        &["delete", "deployment", "web", "--wait=false"][..],
+        &["delete", "pod", "flaky", "--wait=false"][..],
+    ] {
+        let out = cloud.kubectl(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eventually("no pods left", Duration::from_secs(60), || {
+        let list = cloud.get(&["pods"])?;
+        list["items"].as_array()?.is_empty().then_some(())
+    });
+    let mut uids: Vec<String> = pods.keys().map(|n| uid(n)).collect();
+    uids.push(flaky["metadata"]["uid"].as_str().unwrap().to_owned());
+    eventually("sandboxes and volumes removed", WAIT, || {
+        uids.iter()
+            .all(|u| {
+                cri.sandboxes_of(u).is_empty()
+                    && !edge_dir.join("var/lib/kubelet/pods").join(u).exists()
+            })
+            .then_some(())
+    });
+    let status = edge.stop_with(Signal::SIGTERM, WAIT);
+    assert!(status.success(), "{}", edge.log());
+}
