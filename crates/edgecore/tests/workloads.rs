@@ -16,6 +16,16 @@ use support::{Cloud, Cri, WAIT, eventually, start_edge, testenv};
 
 const NODE: &str = "edge-w";
 
+/// One node per container runtime: an edged stops every pod it does not know, so the tests of
+/// this file take turns on the test environment's containerd.
+static RUNTIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn runtime_turn() -> std::sync::MutexGuard<'static, ()> {
+    RUNTIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn manifests(image: &str, page: &str) -> String {
     format!(
         r#"apiVersion: v1
@@ -130,6 +140,7 @@ fn apply(cloud: &Cloud, dir: &std::path::Path, text: &str) {
 
 #[test]
 fn a_deployment_runs_ready_with_its_config_survives_an_offline_reboot_and_is_deleted() {
+    let _turn = runtime_turn();
     let endpoint = testenv("KE_CRI_ENDPOINT");
     let image = testenv("KE_BUSYBOX_IMAGE");
     let dir = tempfile::tempdir().unwrap();
@@ -184,6 +195,19 @@ fn a_deployment_runs_ready_with_its_config_survives_an_offline_reboot_and_is_del
         let (code, _) = cri.exec(&id, &["sh", "-c", "echo x > /config/index.html"]);
         assert_ne!(code, 0);
     }
+
+    // The node reports its runtime and images.
+    eventually("runtime and images in the node status", WAIT, || {
+        let node = cloud.get(&["node", NODE])?;
+        let status = &node["status"];
+        let runtime = status["nodeInfo"]["containerRuntimeVersion"].as_str()?;
+        let images = status["images"].as_array()?;
+        (runtime.starts_with("containerd://")
+            && images
+                .iter()
+                .any(|i| i["names"].to_string().contains("busybox")))
+        .then_some(())
+    });
 
     // A changed ConfigMap reaches the running containers' files.
     apply(&cloud, dir.path(), &manifests(&image, "updated"));
@@ -285,6 +309,82 @@ fn a_deployment_runs_ready_with_its_config_survives_an_offline_reboot_and_is_del
             })
             .then_some(())
     });
+    let status = edge.stop_with(Signal::SIGTERM, WAIT);
+    assert!(status.success(), "{}", edge.log());
+}
+
+#[test]
+fn a_static_pod_runs_from_its_manifest_and_shows_as_a_mirror_pod() {
+    let _turn = runtime_turn();
+    const STATIC_NODE: &str = "edge-s";
+    let endpoint = testenv("KE_CRI_ENDPOINT");
+    let image = testenv("KE_BUSYBOX_IMAGE");
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path());
+    let edge_dir = dir.path().join("edge");
+    let config = cloud.edge_config(
+        &edge_dir,
+        STATIC_NODE,
+        &[(&["containerRuntimeEndpoint"], &endpoint)],
+    );
+    let manifests = edge_dir.join("etc/kubeedge/manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let manifest = manifests.join("agent.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: agent, namespace: default}}\nspec:\n  \
+             terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: agent, image: {image}, \
+             imagePullPolicy: IfNotPresent, command: [sleep, '3600']}}\n"
+        ),
+    )
+    .unwrap();
+    let mut edge = cloud.start_registered_edge(&config, STATIC_NODE);
+    let cri = Cri::connect(&endpoint);
+
+    let name = format!("agent-{STATIC_NODE}");
+    let mirror = eventually("the mirror pod Running", Duration::from_secs(60), || {
+        let pod = cloud.get(&["pod", &name])?;
+        (pod["status"]["phase"] == "Running").then_some(pod)
+    });
+    let annotations = &mirror["metadata"]["annotations"];
+    let hash = annotations["kubernetes.io/config.mirror"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(annotations["kubernetes.io/config.source"], "file");
+    assert_ne!(mirror["metadata"]["uid"].as_str(), Some(hash.as_str()));
+    let running = cri.running_containers_of(&hash);
+    assert_eq!(running.len(), 1, "the static pod runs under its own UID");
+
+    // Deleting the mirror does not stop the static pod; the mirror comes back.
+    let out = cloud.kubectl(&["delete", "pod", &name, "--wait=false"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually("a new mirror pod", Duration::from_secs(60), || {
+        let pod = cloud.get(&["pod", &name])?;
+        (pod["metadata"]["uid"] != mirror["metadata"]["uid"] && pod["status"]["phase"] == "Running")
+            .then_some(())
+    });
+    assert_eq!(
+        cri.running_containers_of(&hash),
+        running,
+        "the static pod was restarted"
+    );
+
+    // Without its manifest the pod stops and its mirror goes.
+    std::fs::remove_file(&manifest).unwrap();
+    eventually(
+        "the static pod stopped and its mirror gone",
+        Duration::from_secs(60),
+        || {
+            (cri.sandboxes_of(&hash).is_empty() && cloud.get(&["pod", &name]).is_none())
+                .then_some(())
+        },
+    );
     let status = edge.stop_with(Signal::SIGTERM, WAIT);
     assert!(status.success(), "{}", edge.log());
 }

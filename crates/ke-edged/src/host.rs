@@ -13,6 +13,8 @@ pub struct Machine {
     pub kernel_version: String,
     pub os_image: String,
     pub architecture: &'static str,
+    /// `rootDirectory`, whose filesystem's fullness is the node's disk pressure.
+    pub root_directory: String,
 }
 
 impl Machine {
@@ -25,13 +27,14 @@ impl Machine {
         };
         Machine {
             cpus: std::thread::available_parallelism().map_or(1, usize::from),
-            memory_kib: meminfo_total_kib(&read("/proc/meminfo")).unwrap_or(0),
+            memory_kib: meminfo_kib(&read("/proc/meminfo"), "MemTotal:").unwrap_or(0),
             ephemeral_storage_kib: filesystem_kib(root_directory).unwrap_or(0),
             machine_id: read("/etc/machine-id"),
             boot_id: read("/proc/sys/kernel/random/boot_id"),
             kernel_version: read("/proc/sys/kernel/osrelease"),
             os_image: pretty_name(&read("/etc/os-release")).unwrap_or_else(|| "Linux".into()),
             architecture: go_arch(),
+            root_directory: root_directory.to_owned(),
         }
     }
 
@@ -45,6 +48,48 @@ impl Machine {
             "memory": format!("{}Ki", self.memory_kib),
             "pods": max_pods.to_string(),
         })
+    }
+}
+
+/// What is left of the machine now: the signals of kubelet's default eviction thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pressure {
+    /// `memory.available < 100Mi`.
+    pub memory: bool,
+    /// `nodefs.available < 10%`.
+    pub disk: bool,
+    /// Fewer than 5% of process IDs left.
+    pub pids: bool,
+}
+
+impl Pressure {
+    pub fn measure(root_directory: &str) -> Pressure {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory = meminfo_kib(&meminfo, "MemAvailable:").is_some_and(|kib| kib < 100 * 1024);
+        let disk = nix::sys::statvfs::statvfs(root_directory)
+            .or_else(|_| nix::sys::statvfs::statvfs("/"))
+            .is_ok_and(|s| s.blocks() > 0 && s.blocks_available() * 10 < s.blocks());
+        let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let processes = std::fs::read_dir("/proc")
+            .map(|dir| {
+                dir.flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .bytes()
+                            .all(|b| b.is_ascii_digit())
+                    })
+                    .count() as u64
+            })
+            .unwrap_or(0);
+        Pressure {
+            memory,
+            disk,
+            pids: pid_max > 0 && processes * 20 > pid_max * 19,
+        }
     }
 }
 
@@ -62,10 +107,10 @@ fn go_arch() -> &'static str {
     }
 }
 
-fn meminfo_total_kib(meminfo: &str) -> Option<u64> {
+fn meminfo_kib(meminfo: &str, field: &str) -> Option<u64> {
     meminfo
         .lines()
-        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
 }
@@ -91,7 +136,7 @@ mod tests {
     #[test]
     fn parses_proc_and_os_release() {
         assert_eq!(
-            meminfo_total_kib("MemTotal:        8148204 kB\nMemFree: 1 kB\n"),
+            meminfo_kib("MemTotal:        8148204 kB\nMemFree: 1 kB\n", "MemTotal:"),
             Some(8148204)
         );
         assert_eq!(
@@ -102,5 +147,8 @@ mod tests {
         let machine = Machine::detect("/");
         assert!(machine.cpus >= 1 && machine.memory_kib > 0);
         assert_eq!(machine.capacity(110)["pods"], "110");
+        // This machine runs tests: it is not out of memory or process IDs.
+        let pressure = Pressure::measure("/");
+        assert!(!pressure.memory && !pressure.pids, "{pressure:?}");
     }
 }

@@ -7,6 +7,7 @@
 //! fatal: the node runs from local state and registers once the cloud answers.
 
 mod clock;
+mod cloud;
 mod downward;
 mod env;
 mod host;
@@ -18,6 +19,7 @@ mod probes;
 mod resources;
 mod runtime;
 mod security;
+mod static_pods;
 mod status;
 mod volumes;
 
@@ -31,9 +33,13 @@ pub use node::{EDGE_ROLE_LABEL, NodeSettings};
 
 pub const MODULE_NAME: &str = "edged";
 pub const GROUP_NAME: &str = "edged";
+/// The module every request of edged goes to.
+const METAMANAGER: &str = "metamanager";
 
 /// How often an unregistered node retries registration.
 const REGISTER_RETRY: Duration = Duration::from_secs(1);
+/// How often `staticPodPath` is read (kubelet's `fileCheckFrequency`).
+const STATIC_POD_SCAN: Duration = Duration::from_secs(20);
 /// How often the pods are compared with the runtime (and the runtime redialled when down).
 const POD_SYNC: Duration = Duration::from_secs(2);
 
@@ -46,6 +52,8 @@ pub struct EdgedSettings {
     pub runtime_endpoint: String,
     /// `tailoredKubeletConfig.podLogsDir`: where container logs go.
     pub pod_logs_dir: String,
+    /// `tailoredKubeletConfig.staticPodPath`: manifests of static pods ("" for none).
+    pub static_pod_path: String,
 }
 
 impl EdgedSettings {
@@ -74,6 +82,7 @@ impl EdgedSettings {
             root_directory: edged.root_directory.clone(),
             runtime_endpoint: kubelet.container_runtime_endpoint.clone(),
             pod_logs_dir: kubelet.pod_logs_dir.clone(),
+            static_pod_path: kubelet.static_pod_path.clone(),
         }
     }
 }
@@ -144,10 +153,15 @@ impl Module for Edged {
                 ctx.bus().clone(),
                 facts,
                 &self.settings.root_directory,
+                &self.settings.static_pod_path,
             );
             if cancel.run_until_cancelled(pods.load()).await.is_none() {
                 return Ok(());
             }
+            // Before the first sync, or it would stop the running static pods as orphans.
+            pods.load_static();
+            let mut static_scan = tokio::time::interval(STATIC_POD_SCAN);
+            static_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut runtime: Option<runtime::Runtime> = None;
             let mut pod_sync = tokio::time::interval(POD_SYNC);
             pod_sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -159,14 +173,31 @@ impl Module for Edged {
                             break;
                         }
                         if agent.registered() {
-                            // Report at once rather than up to a period later.
+                            // Report at once rather than up to a period later, and give the
+                            // static pods their mirrors.
                             report.reset_immediately();
+                            static_scan.reset_immediately();
                         }
                     }
                     _ = report.tick() => {
+                        if let Some(runtime) = &runtime {
+                            match runtime.info().await {
+                                Ok(info) => agent.set_runtime(info),
+                                Err(err) => tracing::debug!(error = %err, "runtime version and images not read"),
+                            }
+                        }
                         if cancel.run_until_cancelled(agent.report()).await.is_none() {
                             break;
                         }
+                    }
+                    _ = static_scan.tick() => {
+                        let mirrors = pods.load_static();
+                        if agent.registered()
+                            && cancel.run_until_cancelled(pods.sync_mirrors(mirrors)).await.is_none()
+                        {
+                            break;
+                        }
+                        pod_sync.reset_immediately();
                     }
                     _ = pod_sync.tick() => {
                         if runtime.is_none() {
@@ -187,6 +218,9 @@ impl Module for Edged {
                         Some(message) => {
                             pods.apply(&message);
                             pod_sync.reset_immediately();
+                            if pods.take_mirror_lost() {
+                                static_scan.reset_immediately();
+                            }
                         }
                         None => break,
                     },

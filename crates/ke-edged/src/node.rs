@@ -6,16 +6,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ke_bus::Bus;
-use ke_message::Message;
-use ke_message::constants::{group, operation, resource_type, source};
+use ke_message::constants::{operation, resource_type};
 use serde_json::{Value, json};
 
-use crate::host::Machine;
+use crate::cloud::Answer;
+use crate::host::{Machine, Pressure};
+use crate::runtime::RuntimeInfo;
 
 /// The label that makes cloudcore treat a node as an edge node.
 pub const EDGE_ROLE_LABEL: &str = "node-role.kubernetes.io/edge";
 const LEASE_NAMESPACE: &str = "kube-node-lease";
-const METAMANAGER: &str = "metamanager";
 
 #[derive(Debug, Clone)]
 pub struct NodeSettings {
@@ -28,40 +28,6 @@ pub struct NodeSettings {
     pub kubelet_version: String,
 }
 
-/// What the cloud answered: `ObjectResp {Object, Err}` or an error message.
-#[derive(Debug)]
-pub(crate) enum Answer {
-    Object(Value),
-    /// The API server's reason (`AlreadyExists`, `NotFound`…) or the local failure.
-    Failed {
-        reason: String,
-        message: String,
-    },
-}
-
-impl Answer {
-    fn of(reply: &Message) -> Answer {
-        if reply.router.operation == operation::ERROR {
-            return Answer::Failed {
-                reason: "Unavailable".into(),
-                message: reply.content.as_str().unwrap_or("failed").to_owned(),
-            };
-        }
-        let content = match &reply.content {
-            Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
-            other => other.clone(),
-        };
-        let err = &content["Err"]["ErrStatus"];
-        if err.is_object() {
-            return Answer::Failed {
-                reason: err["reason"].as_str().unwrap_or("Unknown").to_owned(),
-                message: err["message"].as_str().unwrap_or_default().to_owned(),
-            };
-        }
-        Answer::Object(content["Object"].clone())
-    }
-}
-
 pub(crate) struct NodeAgent {
     settings: NodeSettings,
     machine: Machine,
@@ -70,6 +36,7 @@ pub(crate) struct NodeAgent {
     node_uid: Option<String>,
     lease_exists: bool,
     started: String,
+    runtime: RuntimeInfo,
 }
 
 impl NodeAgent {
@@ -82,7 +49,13 @@ impl NodeAgent {
             node_uid: None,
             lease_exists: false,
             started: now(),
+            runtime: RuntimeInfo::default(),
         }
+    }
+
+    /// What the next status reports of the container runtime.
+    pub fn set_runtime(&mut self, runtime: RuntimeInfo) {
+        self.runtime = runtime;
     }
 
     pub fn registered(&self) -> bool {
@@ -155,21 +128,7 @@ impl NodeAgent {
     }
 
     async fn request(&self, resource: &str, op: &str, content: Value) -> Answer {
-        let message = Message::new()
-            .with_route(source::EDGED, group::META, resource, op)
-            .with_content(content);
-        // Longer than metamanager's own wait for the cloud, so its answer always arrives.
-        match self
-            .bus
-            .send_sync(METAMANAGER, message, Duration::from_secs(40))
-            .await
-        {
-            Ok(reply) => Answer::of(&reply),
-            Err(err) => Answer::Failed {
-                reason: "Unavailable".into(),
-                message: err.to_string(),
-            },
-        }
+        crate::cloud::request(&self.bus, resource, op, content).await
     }
 
     fn labels(&self) -> Value {
@@ -216,13 +175,24 @@ impl NodeAgent {
         };
         let m = &self.machine;
         let capacity = m.capacity(self.settings.max_pods);
-        json!({
+        let pressure = Pressure::measure(&m.root_directory);
+        let pressure_condition = |kind: &str, under: bool, yes: (&str, &str), no: (&str, &str)| {
+            let (reason, message) = if under { yes } else { no };
+            condition(kind, if under { "True" } else { "False" }, reason, message)
+        };
+        let mut status = json!({
             "capacity": capacity,
             "allocatable": capacity,
             "conditions": [
-                condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-                condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-                condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                pressure_condition("MemoryPressure", pressure.memory,
+                    ("KubeletHasInsufficientMemory", "kubelet has insufficient memory available"),
+                    ("KubeletHasSufficientMemory", "kubelet has sufficient memory available")),
+                pressure_condition("DiskPressure", pressure.disk,
+                    ("KubeletHasDiskPressure", "kubelet has disk pressure"),
+                    ("KubeletHasNoDiskPressure", "kubelet has no disk pressure")),
+                pressure_condition("PIDPressure", pressure.pids,
+                    ("KubeletHasInsufficientPID", "kubelet has insufficient PID available"),
+                    ("KubeletHasSufficientPID", "kubelet has sufficient PID available")),
                 condition("Ready", "True", "EdgeReady", "edge is posting ready status"),
             ],
             "addresses": [
@@ -235,13 +205,17 @@ impl NodeAgent {
                 "bootID": m.boot_id,
                 "kernelVersion": m.kernel_version,
                 "osImage": m.os_image,
-                "containerRuntimeVersion": "",
+                "containerRuntimeVersion": self.runtime.version,
                 "kubeletVersion": self.settings.kubelet_version,
                 "kubeProxyVersion": "",
                 "operatingSystem": "linux",
                 "architecture": m.architecture,
             },
-        })
+        });
+        if !self.runtime.images.is_empty() {
+            status["images"] = json!(self.runtime.images);
+        }
+        status
     }
 
     fn lease_object(&self) -> Value {
@@ -270,28 +244,6 @@ fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn answers_are_read_as_upstream_sends_them() {
-        let golden = |name: &str| {
-            ke_message::decode(
-                &std::fs::read(format!(
-                    "{}/tests/golden/{name}",
-                    env!("CARGO_MANIFEST_DIR")
-                ))
-                .unwrap(),
-            )
-            .unwrap()
-        };
-        match Answer::of(&golden("05-node-register-response.json")) {
-            Answer::Object(node) => assert_eq!(node["metadata"]["name"], "edge-node-1"),
-            other => panic!("{other:?}"),
-        }
-        match Answer::of(&golden("06-node-register-response-error.json")) {
-            Answer::Failed { reason, .. } => assert_eq!(reason, "AlreadyExists"),
-            other => panic!("{other:?}"),
-        }
-    }
 
     #[test]
     fn the_node_carries_the_edge_role_and_configured_labels() {

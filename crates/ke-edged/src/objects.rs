@@ -1,6 +1,7 @@
 //! ConfigMaps and Secrets a pod refers to, read through metamanager: from the cloud when it is
 //! reachable, from the node's store when it is not — so env and volumes work offline.
 
+use crate::METAMANAGER;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -9,8 +10,6 @@ use ke_bus::Bus;
 use ke_message::Message;
 use ke_message::constants::{group, operation, resource_type, source};
 use serde_json::Value;
-
-const METAMANAGER: &str = "metamanager";
 
 /// Longer than metamanager's own wait for the cloud, so its local fallback always answers.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(70);

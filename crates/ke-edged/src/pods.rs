@@ -7,6 +7,7 @@
 //! period, killing a container that failed its liveness probe — runs as a task, so one slow
 //! pod never holds up the others.
 
+use crate::METAMANAGER;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -23,10 +24,9 @@ use crate::objects::Objects;
 use crate::probes::{self, Probes, Verdict};
 use crate::resources::Allocatable;
 use crate::runtime::{Running, Runtime, Start, StartError};
+use crate::static_pods::{self, StaticPods};
 use crate::status::{self, Observed, PodView};
 use crate::volumes::{self, Prepared, Volumes};
-
-const METAMANAGER: &str = "metamanager";
 
 /// kubelet's crash-loop backoff: 10 s, doubling, at most 5 minutes; forgotten once a container
 /// has run for 10 minutes.
@@ -69,8 +69,15 @@ pub(crate) struct Pods {
     facts: NodeFacts,
     volumes: Volumes,
     probes: Probes,
-    /// Pods bound to this node, by UID.
+    /// Pods bound to this node, by UID: the cloud's and the static ones.
     desired: HashMap<String, Pod>,
+    /// Where static pods come from (`staticPodPath`), if anywhere.
+    static_source: Option<StaticPods>,
+    /// The mirror pods the API shows of static pods, by `namespace/name`: UID and the static
+    /// pod's hash.
+    mirrors: HashMap<String, (String, String)>,
+    /// A mirror pod went away: make it again soon rather than at the next scan.
+    mirror_lost: bool,
     /// The status last reported per pod, to report only changes.
     reported: HashMap<String, Value>,
     /// Volumes written for a pod since edged started, and when.
@@ -87,8 +94,19 @@ pub(crate) struct Pods {
 }
 
 impl Pods {
-    pub fn new(node: String, bus: Bus, facts: NodeFacts, root_directory: &str) -> Pods {
+    pub fn new(
+        node: String,
+        bus: Bus,
+        facts: NodeFacts,
+        root_directory: &str,
+        static_pod_path: &str,
+    ) -> Pods {
+        let static_source =
+            (!static_pod_path.is_empty()).then(|| StaticPods::new(static_pod_path, &node));
         Pods {
+            static_source,
+            mirrors: HashMap::new(),
+            mirror_lost: false,
             node,
             bus,
             facts,
@@ -148,8 +166,24 @@ impl Pods {
                 self.upsert(message.content.clone());
             }
             (resource_type::POD, operation::DELETE) => {
-                if let Some(uid) = message.content["metadata"]["uid"].as_str() {
+                let ours = |pod: &Pod| !static_pods::is_static(&pod.metadata.annotations);
+                if let Some(uid) = message.content["metadata"]["uid"].as_str()
+                    && self.desired.get(uid).is_some_and(ours)
+                {
                     self.desired.remove(uid);
+                }
+                let key = format!(
+                    "{}/{name}",
+                    resource.namespace.as_deref().unwrap_or_default()
+                );
+                let uid = message.content["metadata"]["uid"].as_str();
+                if self
+                    .mirrors
+                    .get(&key)
+                    .is_some_and(|(mirror, _)| Some(mirror.as_str()) == uid)
+                {
+                    self.mirrors.remove(&key);
+                    self.mirror_lost = true;
                 }
             }
             (resource_type::CONFIGMAP | resource_type::SECRET, _) => {
@@ -175,11 +209,133 @@ impl Pods {
             return;
         }
         match Pod::from_value(value) {
+            Ok(pod)
+                if pod
+                    .metadata
+                    .annotations
+                    .contains_key(static_pods::CONFIG_MIRROR) =>
+            {
+                self.mirror_seen(&pod);
+            }
             Ok(pod) if !pod.uid().is_empty() => {
                 self.desired.insert(pod.uid().to_owned(), pod);
             }
             Ok(_) => tracing::warn!("a pod without a UID was ignored"),
             Err(err) => tracing::warn!(error = %err, "a pod that does not parse was ignored"),
+        }
+    }
+
+    /// The API's mirror of one of our static pods. A mirror someone deleted is let go (and
+    /// created again); its static pod runs on regardless.
+    fn mirror_seen(&mut self, mirror: &Pod) {
+        let key = format!("{}/{}", mirror.namespace(), mirror.metadata.name);
+        let hash = mirror.metadata.annotations[static_pods::CONFIG_MIRROR].clone();
+        if mirror.deleting() {
+            self.mirrors.remove(&key);
+            self.mirror_lost = true;
+            let bus = self.bus.clone();
+            let resource = wire_resource(mirror, resource_type::POD);
+            let options = delete_options(mirror.uid());
+            tokio::spawn(async move {
+                crate::cloud::request(&bus, &resource, operation::DELETE, options).await;
+            });
+        } else {
+            let known = self.mirrors.get(&key).map(|(uid, _)| uid.as_str());
+            if known != Some(mirror.uid()) {
+                // A mirror edged did not create (or one created again): report to it afresh.
+                self.reported.remove(&hash);
+            }
+            self.mirrors.insert(key, (mirror.uid().to_owned(), hash));
+        }
+    }
+
+    /// Takes the static pods from `staticPodPath` (local only: also before the cloud is
+    /// reachable); returns the mirror pods they want, by `namespace/name`, with their hash.
+    pub fn load_static(&mut self) -> HashMap<String, (Value, String)> {
+        let Some(source) = &self.static_source else {
+            return HashMap::new();
+        };
+        let mut wanted: HashMap<String, Value> = HashMap::new();
+        for value in source.scan() {
+            if let Some(uid) = value["metadata"]["uid"].as_str() {
+                wanted.insert(uid.to_owned(), value);
+            }
+        }
+        self.desired.retain(|uid, pod| {
+            let keep =
+                !static_pods::is_static(&pod.metadata.annotations) || wanted.contains_key(uid);
+            if !keep {
+                tracing::info!(pod = %pod.full_name(), "static pod manifest removed or changed");
+            }
+            keep
+        });
+        let mut mirrors: HashMap<String, (Value, String)> = HashMap::new();
+        for (uid, value) in wanted {
+            let key = format!(
+                "{}/{}",
+                value["metadata"]["namespace"].as_str().unwrap_or("default"),
+                value["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            mirrors.insert(key, (static_pods::mirror(&value), uid.clone()));
+            if self.desired.contains_key(&uid) {
+                continue;
+            }
+            match Pod::from_value(value) {
+                Ok(pod) => {
+                    tracing::info!(pod = %pod.full_name(), "static pod added");
+                    self.desired.insert(uid, pod);
+                }
+                Err(err) => tracing::warn!(error = %err, "static pod does not parse"),
+            }
+        }
+        mirrors
+    }
+
+    /// Whether a mirror pod went away since the last call.
+    pub fn take_mirror_lost(&mut self) -> bool {
+        std::mem::take(&mut self.mirror_lost)
+    }
+
+    /// Makes the API's mirror pods match `mirrors` (from [`Pods::load_static`]); what the
+    /// cloud cannot take now is tried again on a later call.
+    pub async fn sync_mirrors(&mut self, mirrors: HashMap<String, (Value, String)>) {
+        for (key, (uid, hash)) in self.mirrors.clone() {
+            if mirrors.get(&key).is_none_or(|(_, wanted)| *wanted != hash) {
+                let resource = pod_resource(&key);
+                let answer = crate::cloud::request(
+                    &self.bus,
+                    &resource,
+                    operation::DELETE,
+                    delete_options(&uid),
+                )
+                .await;
+                if !matches!(answer, crate::cloud::Answer::Failed { ref reason, .. } if reason == "Unavailable")
+                {
+                    self.mirrors.remove(&key);
+                }
+            }
+        }
+        for (key, (mirror, hash)) in mirrors {
+            if self.mirrors.contains_key(&key) {
+                continue;
+            }
+            match crate::cloud::request(&self.bus, &pod_resource(&key), operation::INSERT, mirror)
+                .await
+            {
+                crate::cloud::Answer::Object(created) => {
+                    let uid = created["metadata"]["uid"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    tracing::info!(pod = %key, "mirror pod created");
+                    // What was reported before the mirror existed went nowhere.
+                    self.reported.remove(&hash);
+                    self.mirrors.insert(key, (uid, hash));
+                }
+                crate::cloud::Answer::Failed { reason, message } => {
+                    tracing::debug!(pod = %key, reason, message, "mirror pod not created yet");
+                }
+            }
         }
     }
 
@@ -539,12 +695,7 @@ impl Pods {
             }
             let delete = Message::new()
                 .with_route(source::EDGED, group::META, resource, operation::DELETE)
-                .with_content(json!({
-                    "kind": "DeleteOptions",
-                    "apiVersion": "v1",
-                    "gracePeriodSeconds": 0,
-                    "preconditions": {"uid": uid},
-                }));
+                .with_content(delete_options(&uid));
             let ok = bus.send(METAMANAGER, delete).await.is_ok();
             if ok {
                 tracing::info!(pod = %name, "pod stopped; deletion confirmed to the cloud");
@@ -592,7 +743,12 @@ impl Pods {
             return;
         }
         let resource = wire_resource(pod, resource_type::POD_PATCH);
-        let patch = json!({"metadata": {"uid": uid}, "status": status});
+        // A static pod's status goes to its mirror, which has a UID of its own.
+        let patch = if static_pods::is_static(&pod.metadata.annotations) {
+            json!({"status": status})
+        } else {
+            json!({"metadata": {"uid": uid}, "status": status})
+        };
         // A JSON string, as upstream's kubelet bridge sends it (golden 11). Not waited for:
         // metamanager keeps it until the cloud has it.
         let message = Message::new()
@@ -707,6 +863,22 @@ fn mounts_object(pod: &Pod, kind: &str, name: &str) -> bool {
             });
         direct || projected
     })
+}
+
+/// Deletes at once, and only the object with `uid`.
+fn delete_options(uid: &str) -> Value {
+    json!({
+        "kind": "DeleteOptions",
+        "apiVersion": "v1",
+        "gracePeriodSeconds": 0,
+        "preconditions": {"uid": uid},
+    })
+}
+
+/// `<namespace>/pod/<name>` of a `namespace/name` key.
+fn pod_resource(key: &str) -> String {
+    let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
+    format!("{namespace}/{}/{name}", resource_type::POD)
 }
 
 /// `<namespace>/<type>/<name>` of `pod`.

@@ -63,6 +63,17 @@ pub struct Start<'a> {
     pub attempt: u32,
 }
 
+/// What the node status says about the runtime (kubelet reports at most 50 images).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuntimeInfo {
+    /// `containerd://1.7.24`.
+    pub version: String,
+    /// `{names, sizeBytes}`, largest first.
+    pub images: Vec<serde_json::Value>,
+}
+
+const MAX_REPORTED_IMAGES: usize = 50;
+
 #[derive(Clone)]
 pub struct Runtime {
     cri: CriClient,
@@ -72,6 +83,31 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(cri: CriClient, logs_dir: String) -> Runtime {
         Runtime { cri, logs_dir }
+    }
+
+    pub async fn info(&self) -> Result<RuntimeInfo, CriError> {
+        let version = self.cri.version().await?;
+        let mut images = self
+            .cri
+            .image()
+            .list_images(api::ListImagesRequest { filter: None })
+            .await
+            .map_err(|s| self.cri.call_error("ListImages", s))?
+            .into_inner()
+            .images;
+        images.sort_by_key(|i| std::cmp::Reverse(i.size));
+        let images = images
+            .into_iter()
+            .take(MAX_REPORTED_IMAGES)
+            .map(|i| {
+                let names: Vec<String> = i.repo_digests.into_iter().chain(i.repo_tags).collect();
+                serde_json::json!({"names": names, "sizeBytes": i.size})
+            })
+            .collect();
+        Ok(RuntimeInfo {
+            version: format!("{}://{}", version.runtime_name, version.runtime_version),
+            images,
+        })
     }
 
     /// Everything that runs, by pod UID: sandboxes (ready ones preferred) and their containers.

@@ -65,7 +65,11 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .env("RUST_LOG", "info")
+            // KE_TEST_LOG (e.g. `debug`) turns up the daemons' logs when a test is debugged.
+            .env(
+                "RUST_LOG",
+                std::env::var("KE_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             // Plain text so tests can match log lines.
             .env("NO_COLOR", "1")
             .spawn()
