@@ -26,7 +26,10 @@ fn manifests(name: &str, image: &str) -> String {
          - {{name: TOKEN, valueFrom: {{secretKeyRef: {{name: creds, key: token}}}}}}\n    \
          - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}\n\
          ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: crasher, namespace: default}}\nspec:\n  nodeName: {NODE}\n  \
-         containers:\n  - {{name: app, image: {image}, imagePullPolicy: IfNotPresent, command: [sh, -c, 'exit 3']}}\n"
+         containers:\n  - {{name: app, image: {image}, imagePullPolicy: IfNotPresent, command: [sh, -c, 'exit 3']}}\n\
+         ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: chatty, namespace: default}}\nspec:\n  nodeName: {NODE}\n  \
+         terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, image: {image}, imagePullPolicy: IfNotPresent, \
+         command: [sh, -c, 'while true; do echo 0123456789012345678901234567890123456789012345678901234567890123456789; done']}}\n"
     )
 }
 
@@ -39,7 +42,12 @@ fn a_pod_runs_reports_running_and_is_removed_when_deleted() {
     let config = cloud.edge_config(
         &dir.path().join("edge"),
         NODE,
-        &[(&["containerRuntimeEndpoint"], &endpoint)],
+        &[
+            (&["containerRuntimeEndpoint"], &endpoint),
+            (&["containerLogMaxSize"], "16Ki"),
+            (&["containerLogMaxFiles"], "2"),
+            (&["containerLogMonitorInterval"], "1s"),
+        ],
     );
     let mut edge = cloud.start_registered_edge(&config, NODE);
 
@@ -110,6 +118,34 @@ fn a_pod_runs_reports_running_and_is_removed_when_deleted() {
         },
     );
     let out = cloud.kubectl(&["delete", "pod", "crasher", "--grace-period=0", "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A chatty container's log is rotated: at most two files, neither far over the limit.
+    let chatty = eventually("chatty Running", Duration::from_secs(60), || {
+        let pod = cloud.get(&["pod", "chatty"])?;
+        (pod["status"]["phase"] == "Running").then_some(pod)
+    });
+    let logs = dir.path().join(format!(
+        "edge/var/log/pods/default_chatty_{}/app",
+        chatty["metadata"]["uid"].as_str().unwrap()
+    ));
+    eventually("chatty's log rotated", WAIT, || {
+        let files: Vec<_> = std::fs::read_dir(&logs).ok()?.flatten().collect();
+        let rotated = files
+            .iter()
+            .any(|f| f.file_name().to_string_lossy().starts_with("0.log."));
+        (rotated && files.len() <= 2).then_some(())
+    });
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_secs(1));
+        let files: Vec<_> = std::fs::read_dir(&logs).unwrap().flatten().collect();
+        assert!(files.len() <= 2, "{files:?}");
+    }
+    let out = cloud.kubectl(&["delete", "pod", "chatty", "--grace-period=0", "--force"]);
     assert!(
         out.status.success(),
         "{}",

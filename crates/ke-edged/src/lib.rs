@@ -11,6 +11,7 @@ mod cloud;
 mod downward;
 mod env;
 mod host;
+mod logs;
 mod model;
 mod node;
 mod objects;
@@ -38,6 +39,8 @@ const METAMANAGER: &str = "metamanager";
 
 /// How often an unregistered node retries registration.
 const REGISTER_RETRY: Duration = Duration::from_secs(1);
+/// kubelet's `containerLogMaxSize` default, 10Mi.
+const DEFAULT_LOG_MAX_SIZE: u64 = 10 << 20;
 /// How often `staticPodPath` is read (kubelet's `fileCheckFrequency`).
 const STATIC_POD_SCAN: Duration = Duration::from_secs(20);
 /// How often the pods are compared with the runtime (and the runtime redialled when down).
@@ -54,6 +57,10 @@ pub struct EdgedSettings {
     pub pod_logs_dir: String,
     /// `tailoredKubeletConfig.staticPodPath`: manifests of static pods ("" for none).
     pub static_pod_path: String,
+    /// `containerLogMaxSize` and `containerLogMaxFiles`.
+    pub log_policy: logs::LogPolicy,
+    /// `containerLogMonitorInterval`.
+    pub log_check: Duration,
 }
 
 impl EdgedSettings {
@@ -83,6 +90,23 @@ impl EdgedSettings {
             runtime_endpoint: kubelet.container_runtime_endpoint.clone(),
             pod_logs_dir: kubelet.pod_logs_dir.clone(),
             static_pod_path: kubelet.static_pod_path.clone(),
+            log_policy: logs::LogPolicy {
+                max_size: model::Quantity(kubelet.container_log_max_size.clone())
+                    .bytes()
+                    .and_then(|b| u64::try_from(b).ok())
+                    .filter(|b| *b > 0)
+                    .unwrap_or(DEFAULT_LOG_MAX_SIZE),
+                max_files: kubelet
+                    .container_log_max_files
+                    .and_then(|n| usize::try_from(n).ok())
+                    .unwrap_or(5)
+                    .max(2),
+            },
+            log_check: kubelet
+                .container_log_monitor_interval
+                .and_then(|d| d.to_std())
+                .unwrap_or(Duration::from_secs(10))
+                .max(Duration::from_secs(1)),
         }
     }
 }
@@ -160,6 +184,8 @@ impl Module for Edged {
             }
             // Before the first sync, or it would stop the running static pods as orphans.
             pods.load_static();
+            let mut log_check = tokio::time::interval(self.settings.log_check);
+            log_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut static_scan = tokio::time::interval(STATIC_POD_SCAN);
             static_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut runtime: Option<runtime::Runtime> = None;
@@ -188,6 +214,12 @@ impl Module for Edged {
                         }
                         if cancel.run_until_cancelled(agent.report()).await.is_none() {
                             break;
+                        }
+                    }
+                    _ = log_check.tick() => {
+                        if let Some(runtime) = &runtime {
+                            let ids = pods.running_containers();
+                            self.settings.log_policy.rotate(runtime, &ids).await;
                         }
                     }
                     _ = static_scan.tick() => {

@@ -90,6 +90,8 @@ pub(crate) struct Pods {
     confirmed: HashSet<String>,
     /// Containers being stopped after failing their liveness probe.
     killing: HashSet<String>,
+    /// The containers running at the end of the last sync.
+    running: Vec<String>,
     tasks: JoinSet<Done>,
 }
 
@@ -120,6 +122,7 @@ impl Pods {
             terminating: HashSet::new(),
             confirmed: HashSet::new(),
             killing: HashSet::new(),
+            running: Vec::new(),
             tasks: JoinSet::new(),
         }
     }
@@ -339,6 +342,11 @@ impl Pods {
         }
     }
 
+    /// The IDs of the containers running at the last sync.
+    pub fn running_containers(&self) -> Vec<String> {
+        self.running.clone()
+    }
+
     /// Resolves when some probe verdict changed (then a sync reports it).
     pub fn probes_changed(&self) -> impl Future<Output = ()> + 'static {
         self.probes.changed()
@@ -401,19 +409,22 @@ impl Pods {
             live.push(uid);
         }
         // Reported from one listing taken after every pod has been started.
-        let mut running_ids = HashSet::new();
         if let Ok(mut after) = runtime.running().await {
-            for containers in after.values() {
-                running_ids.extend(containers.containers.values().map(|c| c.id.clone()));
-            }
+            let running_ids: HashSet<String> = after
+                .values()
+                .flat_map(|pod| pod.containers.values())
+                .filter(|c| c.state == api::ContainerState::ContainerRunning as i32)
+                .map(|c| c.id.clone())
+                .collect();
             for uid in live {
                 let current = after.remove(&uid).unwrap_or_default();
                 if let Some(pod) = self.desired.get(&uid).cloned() {
                     self.report(runtime, &pod, &current).await;
                 }
             }
+            self.probes.retain(&running_ids);
+            self.running = running_ids.into_iter().collect();
         }
-        self.probes.retain(&running_ids);
         for (uid, orphan) in &running {
             if !self.desired.contains_key(uid) && !self.terminating.contains(uid) {
                 tracing::info!(%uid, "stopping the containers of a pod no longer on this node");

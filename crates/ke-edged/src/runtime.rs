@@ -434,6 +434,18 @@ impl Runtime {
             .exit_code)
     }
 
+    /// Makes the runtime write `id`'s log to a new file (after the old one was renamed).
+    pub async fn reopen_log(&self, id: &str) -> Result<(), CriError> {
+        self.cri
+            .runtime()
+            .reopen_container_log(api::ReopenContainerLogRequest {
+                container_id: id.to_owned(),
+            })
+            .await
+            .map_err(|s| self.cri.call_error("ReopenContainerLog", s))?;
+        Ok(())
+    }
+
     pub async fn stop_container(&self, id: &str, grace_seconds: i64) -> Result<(), CriError> {
         self.cri
             .runtime()
