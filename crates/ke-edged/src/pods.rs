@@ -36,6 +36,8 @@ const BACKOFF_RESET: Duration = Duration::from_secs(600);
 /// How often written volumes are compared with their ConfigMaps and Secrets even without an
 /// update from the cloud (one may have changed while edgecore was down).
 const VOLUME_REFRESH: Duration = Duration::from_secs(60);
+/// Sandboxes started at once.
+const SANDBOX_STARTS: usize = 8;
 /// kubelet's default `terminationGracePeriodSeconds`.
 const DEFAULT_GRACE: i64 = 30;
 
@@ -78,6 +80,9 @@ pub(crate) struct Pods {
     mirrors: HashMap<String, (String, String)>,
     /// A mirror pod went away: make it again soon rather than at the next scan.
     mirror_lost: bool,
+    /// When edged learnt of a pod that has not run yet (the cloud's message, or the store at
+    /// start), for the "pod started" log line and its latency.
+    arrived: HashMap<String, Instant>,
     /// The status last reported per pod, to report only changes.
     reported: HashMap<String, Value>,
     /// Volumes written for a pod since edged started, and when.
@@ -109,6 +114,7 @@ impl Pods {
             static_source,
             mirrors: HashMap::new(),
             mirror_lost: false,
+            arrived: HashMap::new(),
             node,
             bus,
             facts,
@@ -221,6 +227,9 @@ impl Pods {
                 self.mirror_seen(&pod);
             }
             Ok(pod) if !pod.uid().is_empty() => {
+                if !self.desired.contains_key(pod.uid()) && !pod.deleting() {
+                    self.arrived.insert(pod.uid().to_owned(), Instant::now());
+                }
                 self.desired.insert(pod.uid().to_owned(), pod);
             }
             Ok(_) => tracing::warn!("a pod without a UID was ignored"),
@@ -286,6 +295,7 @@ impl Pods {
             match Pod::from_value(value) {
                 Ok(pod) => {
                     tracing::info!(pod = %pod.full_name(), "static pod added");
+                    self.arrived.insert(uid.clone(), Instant::now());
                     self.desired.insert(uid, pod);
                 }
                 Err(err) => tracing::warn!(error = %err, "static pod does not parse"),
@@ -389,6 +399,8 @@ impl Pods {
                 return;
             }
         };
+        let mut running = running;
+        self.start_sandboxes(runtime, &mut running).await;
         let mut live = Vec::new();
         let uids: Vec<String> = self.desired.keys().cloned().collect();
         for uid in uids {
@@ -439,7 +451,65 @@ impl Pods {
         self.backoff.retain(|(uid, _), _| desired.contains_key(uid));
         self.held.retain(|(uid, _), _| desired.contains_key(uid));
         self.prepared.retain(|uid, _| desired.contains_key(uid));
+        self.arrived.retain(|uid, _| desired.contains_key(uid));
         self.confirmed.retain(|uid| desired.contains_key(uid));
+    }
+
+    /// Starts the sandboxes the pods lack, several at once: a sandbox costs a network setup
+    /// (CNI), and after a reboot every pod needs one. Each new sandbox goes into `running` as
+    /// the pod's, without containers.
+    async fn start_sandboxes(&self, runtime: &Runtime, running: &mut HashMap<String, Running>) {
+        use futures_util::StreamExt as _;
+        // Owned, so the futures are `Send` whatever the stream combinators borrow.
+        let lacking: Vec<(Pod, Running)> = self
+            .desired
+            .values()
+            .filter(|pod| !pod.deleting())
+            .map(|pod| {
+                (
+                    pod.clone(),
+                    running.get(pod.uid()).cloned().unwrap_or_default(),
+                )
+            })
+            .filter(|(_, current)| sandbox_in_use(current).is_none())
+            .collect();
+        let started: Vec<_> = futures_util::stream::iter(lacking)
+            .map(|(pod, current)| {
+                let runtime = runtime.clone();
+                async move {
+                    let result = new_sandbox(&runtime, &pod, &current).await;
+                    (pod, result)
+                }
+            })
+            .buffer_unordered(SANDBOX_STARTS)
+            .collect()
+            .await;
+        for (pod, result) in started {
+            match result {
+                Ok((id, attempt)) => {
+                    let sandbox = api::PodSandbox {
+                        id,
+                        state: api::PodSandboxState::SandboxReady as i32,
+                        metadata: Some(api::PodSandboxMetadata {
+                            attempt,
+                            ..Default::default()
+                        }),
+                        created_at: now_nanos(),
+                        ..Default::default()
+                    };
+                    running.insert(
+                        pod.uid().to_owned(),
+                        Running {
+                            sandbox: Some(sandbox),
+                            ..Default::default()
+                        },
+                    );
+                }
+                Err(err) => {
+                    tracing::warn!(pod = %pod.full_name(), error = %err, "pod sandbox not started");
+                }
+            }
+        }
     }
 
     async fn run(
@@ -448,20 +518,9 @@ impl Pods {
         pod: &Pod,
         current: &Running,
     ) -> Result<(), ke_cri::CriError> {
-        let ready = |s: &api::PodSandbox| s.state == api::PodSandboxState::SandboxReady as i32;
-        let attempt_of = |s: &api::PodSandbox| s.metadata.as_ref().map_or(0, |m| m.attempt);
-        let (sandbox_id, sandbox_attempt) = match &current.sandbox {
-            Some(sandbox) if ready(sandbox) => (sandbox.id.clone(), attempt_of(sandbox)),
-            other => {
-                let attempt = match other {
-                    Some(dead) => {
-                        runtime.kill(current, 0).await.ok();
-                        attempt_of(dead) + 1
-                    }
-                    None => 0,
-                };
-                (runtime.run_sandbox(pod, attempt).await?, attempt)
-            }
+        let (sandbox_id, sandbox_attempt) = match sandbox_in_use(current) {
+            Some(ready) => ready,
+            None => new_sandbox(runtime, pod, current).await?,
         };
         let fresh_sandbox = current.sandbox.as_ref().is_none_or(|s| s.id != sandbox_id);
         let existing = |name: &str| {
@@ -750,6 +809,11 @@ impl Pods {
         };
         let status = status::build(&view);
         let uid = pod.uid().to_owned();
+        if view.containers.iter().all(Observed::running)
+            && let Some(arrived) = self.arrived.remove(&uid)
+        {
+            tracing::info!(pod = %pod.full_name(), took_ms = arrived.elapsed().as_millis() as u64, "pod started");
+        }
         if self.reported.get(&uid) == Some(&status) {
             return;
         }
@@ -835,6 +899,39 @@ impl Pods {
         }
         observed
     }
+}
+
+/// The pod's ready sandbox, if it has one: its ID and attempt.
+fn sandbox_in_use(current: &Running) -> Option<(String, u32)> {
+    let sandbox = current.sandbox.as_ref()?;
+    (sandbox.state == api::PodSandboxState::SandboxReady as i32).then(|| {
+        (
+            sandbox.id.clone(),
+            sandbox.metadata.as_ref().map_or(0, |m| m.attempt),
+        )
+    })
+}
+
+/// A new sandbox for `pod`, after removing a dead one (with its containers); ID and attempt.
+async fn new_sandbox(
+    runtime: &Runtime,
+    pod: &Pod,
+    current: &Running,
+) -> Result<(String, u32), ke_cri::CriError> {
+    let attempt = match &current.sandbox {
+        Some(dead) => {
+            runtime.kill(current, 0).await.ok();
+            dead.metadata.as_ref().map_or(0, |m| m.attempt) + 1
+        }
+        None => 0,
+    };
+    Ok((runtime.run_sandbox(pod, attempt).await?, attempt))
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// The sandbox a sync works in; its IP is asked for only when something needs it.

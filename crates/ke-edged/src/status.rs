@@ -28,7 +28,7 @@ impl Observed {
         self.current.as_ref().map(|s| s.state)
     }
 
-    fn running(&self) -> bool {
+    pub fn running(&self) -> bool {
         self.state() == Some(api::ContainerState::ContainerRunning as i32)
     }
 
