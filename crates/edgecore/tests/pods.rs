@@ -26,7 +26,7 @@ fn manifests(name: &str, image: &str) -> String {
          - {{name: TOKEN, valueFrom: {{secretKeyRef: {{name: creds, key: token}}}}}}\n    \
          - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}\n\
          ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: crasher, namespace: default}}\nspec:\n  nodeName: {NODE}\n  \
-         containers:\n  - {{name: app, image: {image}, imagePullPolicy: IfNotPresent, command: [sh, -c, 'exit 3']}}\n\
+         containers:\n  - {{name: app, image: {image}, imagePullPolicy: IfNotPresent, command: [sh, -c, 'echo disk full > /dev/termination-log; exit 3']}}\n\
          ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: chatty, namespace: default}}\nspec:\n  nodeName: {NODE}\n  \
          terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, image: {image}, imagePullPolicy: IfNotPresent, \
          command: [sh, -c, 'while true; do echo 0123456789012345678901234567890123456789012345678901234567890123456789; done']}}\n"
@@ -105,16 +105,20 @@ fn a_pod_runs_reports_running_and_is_removed_when_deleted() {
         );
     }
 
-    // A container that keeps failing is restarted, then held back.
+    // A container that keeps failing is restarted, then held back; its last exit and the
+    // message it left are in its status.
     eventually(
         "crasher in CrashLoopBackOff",
         Duration::from_secs(60),
         || {
             let pod = cloud.get(&["pod", "crasher"])?;
             let status = &pod["status"]["containerStatuses"][0];
+            let last = &status["lastState"]["terminated"];
             (status["state"]["waiting"]["reason"] == "CrashLoopBackOff"
-                && status["restartCount"].as_u64() >= Some(1))
-            .then_some(())
+                && status["restartCount"].as_u64() >= Some(1)
+                && last["exitCode"] == 3
+                && last["message"] == "disk full\n")
+                .then_some(())
         },
     );
     let out = cloud.kubectl(&["delete", "pod", "crasher", "--grace-period=0", "--force"]);

@@ -1,5 +1,5 @@
 //! A Deployment on an edge node, as a user runs one: ConfigMap volume, Secret env, an init
-//! container, readiness and liveness probes — on the real containerd, driven by the real
+//! container, startup, readiness and liveness probes — on the real containerd, driven by the real
 //! kubectl, checked inside the containers through CRI. Then an offline reboot of edgecore and
 //! the deletion of everything.
 //!
@@ -68,6 +68,9 @@ spec:
         volumeMounts:
         - {{name: config, mountPath: /config}}
         - {{name: work, mountPath: /work}}
+        startupProbe:
+          tcpSocket: {{port: 8080}}
+          periodSeconds: 1
         readinessProbe:
           httpGet: {{path: /index.html, port: http}}
           periodSeconds: 1

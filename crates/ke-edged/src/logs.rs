@@ -43,6 +43,33 @@ impl LogPolicy {
     }
 }
 
+/// The end of a CRI log file as a termination message: the last 80 lines, at most 2 KiB, of
+/// what the container wrote (the CRI prefix `<time> <stream> <tag> ` stripped), as kubelet's
+/// `FallbackToLogsOnError` reports.
+pub fn tail(log: &Path) -> String {
+    const MAX_LINES: usize = 80;
+    const MAX_BYTES: usize = 2048;
+    let Ok(text) = std::fs::read(log) else {
+        return String::new();
+    };
+    // Only the end is needed; a log may be megabytes.
+    let start = text.len().saturating_sub(64 * 1024);
+    let text = String::from_utf8_lossy(&text[start..]);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.splitn(4, ' ').nth(3))
+        .collect();
+    let mut message = lines[lines.len().saturating_sub(MAX_LINES)..].join("\n");
+    if message.len() > MAX_BYTES {
+        let mut cut = message.len() - MAX_BYTES;
+        while !message.is_char_boundary(cut) {
+            cut += 1;
+        }
+        message = message.split_off(cut);
+    }
+    message
+}
+
 /// Renames `log` to `<log>.<UTC timestamp>` and removes the oldest rotated files beyond
 /// `max_files - 1`.
 fn rotate_file(log: &Path, max_files: usize) -> io::Result<()> {
@@ -80,6 +107,20 @@ fn rotate_file(log: &Path, max_files: usize) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tail_of_a_cri_log_drops_the_prefixes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("0.log");
+        let lines: String = (0..100)
+            .map(|i| format!("2026-12-01T10:00:00.000000000Z stderr F line {i}\n"))
+            .collect();
+        std::fs::write(&log, lines).unwrap();
+        let tail = tail(&log);
+        assert!(tail.starts_with("line 20\n"), "{tail}");
+        assert!(tail.ends_with("line 99"), "{tail}");
+        assert_eq!(super::tail(&dir.path().join("missing")), "");
+    }
 
     #[test]
     fn rotation_keeps_at_most_max_files() {

@@ -131,6 +131,7 @@ pub struct Container {
     pub readiness_probe: Option<Probe>,
     pub startup_probe: Option<Probe>,
     pub termination_message_path: Option<String>,
+    pub termination_message_policy: Option<String>,
     pub stdin: bool,
     pub stdin_once: bool,
     pub tty: bool,

@@ -673,8 +673,19 @@ impl Pods {
                 prepared
             }
         };
-        let mounts = volumes::mounts(pod, container, &prepared)
+        let mut mounts = volumes::mounts(pod, container, &prepared)
             .map_err(|e| StartError::Config(e.to_string()))?;
+        if !container
+            .termination_message_path
+            .as_deref()
+            .is_some_and(str::is_empty)
+        {
+            let termination = self
+                .volumes
+                .termination_mount(pod, container, attempt)
+                .map_err(|e| StartError::Config(e.to_string()))?;
+            mounts.push(termination);
+        }
         let env = crate::env::resolve(&mut objects, pod, container, &facts)
             .await
             .map_err(|e| StartError::Config(e.0))?;
@@ -844,13 +855,15 @@ impl Pods {
         pod_ip: &str,
         init: bool,
     ) -> Observed {
+        let volumes = &self.volumes;
         let status_of = |c: Option<&api::Container>| {
             let id = c.map(|c| c.id.clone());
             async move {
-                match id {
-                    Some(id) => runtime.container_status(&id).await.ok().flatten(),
-                    None => None,
+                let mut status = runtime.container_status(&id?).await.ok().flatten()?;
+                if status.state == api::ContainerState::ContainerExited as i32 {
+                    status.message = termination_message(volumes, pod, container, &status);
                 }
+                Some(status)
             }
         };
         let name = &container.name;
@@ -899,6 +912,27 @@ impl Pods {
         }
         observed
     }
+}
+
+/// The message an exited container leaves: its termination message file, or with
+/// `FallbackToLogsOnError` after a failure and no message, the end of its log.
+fn termination_message(
+    volumes: &Volumes,
+    pod: &Pod,
+    container: &Container,
+    status: &api::ContainerStatus,
+) -> String {
+    let attempt = status.metadata.as_ref().map_or(0, |m| m.attempt);
+    let message = volumes.termination_message(pod.uid(), &container.name, attempt);
+    let fallback = container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+    if !message.is_empty() || !fallback || status.exit_code == 0 {
+        return if message.is_empty() {
+            status.message.clone()
+        } else {
+            message
+        };
+    }
+    crate::logs::tail(std::path::Path::new(&status.log_path))
 }
 
 /// The pod's ready sandbox, if it has one: its ID and attempt.

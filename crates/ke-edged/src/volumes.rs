@@ -21,6 +21,9 @@ use crate::objects::Objects;
 /// kubelet's default file mode for ConfigMap, Secret and downwardAPI volumes (0644).
 const DEFAULT_MODE: u32 = 0o644;
 const DATA_LINK: &str = "..data";
+/// kubelet's defaults for a container's termination message.
+const DEFAULT_TERMINATION_PATH: &str = "/dev/termination-log";
+const MAX_TERMINATION_MESSAGE: u64 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
@@ -122,6 +125,60 @@ impl Volumes {
         let path = dir(plugin);
         write_atomically(&path, &payload).map_err(io(&path))?;
         Ok(path)
+    }
+
+    /// The host file behind a container's `terminationMessagePath`, one per attempt so a
+    /// restart starts with an empty one.
+    fn termination_file(&self, uid: &str, container: &str, attempt: u32) -> PathBuf {
+        self.pod_dir(uid)
+            .join("containers")
+            .join(container)
+            .join(attempt.to_string())
+    }
+
+    /// Creates the termination message file of this attempt (dropping the one of two attempts
+    /// back, whose container is gone) and mounts it where the container writes its message.
+    pub fn termination_mount(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        attempt: u32,
+    ) -> Result<api::Mount, VolumeError> {
+        let file = self.termination_file(pod.uid(), &container.name, attempt);
+        let io = |source| VolumeError::Io {
+            volume: "termination-log".into(),
+            path: file.clone(),
+            source,
+        };
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        std::fs::write(&file, b"").map_err(io)?;
+        // Writable whatever user the container runs as.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).map_err(io)?;
+        if let Some(old) = attempt.checked_sub(2) {
+            let _ = std::fs::remove_file(self.termination_file(pod.uid(), &container.name, old));
+        }
+        let path = container
+            .termination_message_path
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TERMINATION_PATH.to_owned());
+        Ok(api::Mount {
+            container_path: path,
+            host_path: file.to_string_lossy().into_owned(),
+            ..Default::default()
+        })
+    }
+
+    /// What the container of `attempt` wrote to its termination message file (at most 4 KiB,
+    /// as kubelet reads).
+    pub fn termination_message(&self, uid: &str, container: &str, attempt: u32) -> String {
+        use std::io::Read as _;
+        let mut message = Vec::new();
+        if let Ok(file) = std::fs::File::open(self.termination_file(uid, container, attempt)) {
+            let _ = file.take(MAX_TERMINATION_MESSAGE).read_to_end(&mut message);
+        }
+        String::from_utf8_lossy(&message).into_owned()
     }
 
     /// Removes everything edged wrote for pod `uid` (never a hostPath: those live elsewhere).
