@@ -221,9 +221,6 @@ impl Worker {
             } else {
                 &http.host
             };
-            if http.scheme.eq_ignore_ascii_case("HTTPS") {
-                return Err("HTTPS probes are not supported yet".into());
-            }
             let path = if http.path.is_empty() {
                 "/"
             } else {
@@ -234,7 +231,8 @@ impl Worker {
                 .iter()
                 .map(|h| (h.name.as_str(), h.value.as_str()))
                 .collect();
-            let status = http_get(host, port, path, &headers).await?;
+            let tls = http.scheme.eq_ignore_ascii_case("HTTPS");
+            let status = http_get(host, port, path, &headers, tls).await?;
             return (200..400)
                 .contains(&status)
                 .then_some(())
@@ -273,16 +271,41 @@ impl Worker {
     }
 }
 
-/// The status code of `GET path` on `host:port` — all a probe needs, so no HTTP client.
+/// The status code of `GET path` on `host:port` (over TLS, unverified, with `tls`) — all a
+/// probe needs, so no HTTP client.
 async fn http_get(
     host: &str,
     port: u16,
     path: &str,
     headers: &[(&str, &str)],
+    tls: bool,
 ) -> Result<u16, String> {
-    let mut stream = tokio::net::TcpStream::connect((host, port))
+    let tcp = tokio::net::TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("dial tcp {host}:{port}: {e}"))?;
+    if !tls {
+        return status_of(tcp, host, port, path, headers).await;
+    }
+    let config = ke_pki::tls::client_config_for_probes().map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("{host}: {e}"))?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS with {host}:{port}: {e}"))?;
+    status_of(stream, host, port, path, headers).await
+}
+
+async fn status_of<S>(
+    mut stream: S,
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<u16, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.32\r\nAccept: */*\r\nConnection: close\r\n"
     );
@@ -333,13 +356,49 @@ mod tests {
     #[tokio::test]
     async fn http_status_codes_are_read() {
         let ok = server("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
-        assert_eq!(http_get("127.0.0.1", ok, "/", &[]).await, Ok(200));
+        assert_eq!(http_get("127.0.0.1", ok, "/", &[], false).await, Ok(200));
         let broken = server("HTTP/1.1 503 Service Unavailable\r\n\r\n").await;
         assert_eq!(
-            http_get("127.0.0.1", broken, "/healthz", &[("X-A", "b")]).await,
+            http_get("127.0.0.1", broken, "/healthz", &[("X-A", "b")], false).await,
             Ok(503)
         );
         let garbage = server("hello").await;
-        assert!(http_get("127.0.0.1", garbage, "/", &[]).await.is_err());
+        assert!(
+            http_get("127.0.0.1", garbage, "/", &[], false)
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn https_probes_accept_a_self_signed_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(ke_pki::tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(socket).await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = tls.read(&mut buf).await;
+            tls.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .unwrap();
+            tls.shutdown().await.ok();
+        });
+        assert_eq!(http_get("127.0.0.1", port, "/", &[], true).await, Ok(204));
     }
 }

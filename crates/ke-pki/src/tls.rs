@@ -131,6 +131,17 @@ pub fn client_config_ca_only(ca_der: &[u8]) -> Result<ClientConfig, TlsConfigErr
 /// The very first `GET /ca.crt`, which cannot verify the server because the
 /// edge does not have the CA yet. See [`UnverifiedServerForCaFetch`].
 pub fn client_config_for_ca_fetch() -> Result<ClientConfig, TlsConfigError> {
+    client_config_unverified()
+}
+
+/// HTTPS liveness, readiness and startup probes, which kubelet runs without verifying the
+/// container's certificate (containers serve self-signed ones). A probe learns only a status
+/// code, so a forged server can at worst fake a probe result of the pod it impersonates.
+pub fn client_config_for_probes() -> Result<ClientConfig, TlsConfigError> {
+    client_config_unverified()
+}
+
+fn client_config_unverified() -> Result<ClientConfig, TlsConfigError> {
     let provider = crypto_provider();
     Ok(ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(VERSIONS)?
@@ -139,7 +150,8 @@ pub fn client_config_for_ca_fetch() -> Result<ClientConfig, TlsConfigError> {
         .with_no_client_auth())
 }
 
-/// Accepts any server certificate. Use **only** for downloading `/ca.crt`.
+/// Accepts any server certificate. Use **only** for downloading `/ca.crt` (and for probes, see
+/// [`client_config_for_probes`]).
 ///
 /// This is safe only because nothing received over that connection is
 /// trusted as-is: the downloaded CA must hash to the first segment of the
