@@ -24,7 +24,8 @@ fn manifests(name: &str, image: &str) -> String {
          env:\n    - {{name: GREETING, value: hello}}\n    \
          - {{name: MODE, valueFrom: {{configMapKeyRef: {{name: settings, key: mode}}}}}}\n    \
          - {{name: TOKEN, valueFrom: {{secretKeyRef: {{name: creds, key: token}}}}}}\n    \
-         - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}\n\
+         - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}\n    \
+         - {{name: LABEL, value: '$(POD_NAME)-$(GREETING)-$$(KEPT)'}}\n\
          ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: crasher, namespace: default}}\nspec:\n  nodeName: {NODE}\n  \
          containers:\n  - {{name: app, image: {image}, imagePullPolicy: IfNotPresent, command: [sh, -c, 'echo disk full > /dev/termination-log; exit 3']}}\n\
          ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: chatty, namespace: default}}\nspec:\n  nodeName: {NODE}\n  \
@@ -98,6 +99,7 @@ fn a_pod_runs_reports_running_and_is_removed_when_deleted() {
         "POD_NAME=web",
         "CFG_mode=fast",
         "CFG_level=3",
+        "LABEL=web-hello-$(KEPT)",
     ] {
         assert!(
             env.lines().any(|l| l == expected),

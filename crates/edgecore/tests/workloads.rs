@@ -83,6 +83,15 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {{name: once, namespace: default}}
+spec:
+  nodeName: {NODE}
+  restartPolicy: Never
+  containers:
+  - {{name: job, image: {image}, imagePullPolicy: IfNotPresent, command: [sh, -c, 'echo done']}}
+---
+apiVersion: v1
+kind: Pod
 metadata: {{name: flaky, namespace: default}}
 spec:
   nodeName: {NODE}
@@ -235,6 +244,12 @@ fn a_deployment_runs_ready_with_its_config_survives_an_offline_reboot_and_is_del
     );
     assert_eq!(flaky["status"]["phase"], "Running", "{flaky:#}");
 
+    let once = eventually("once Succeeded", Duration::from_secs(60), || {
+        let pod = cloud.get(&["pod", "once"])?;
+        (pod["status"]["phase"] == "Succeeded").then_some(pod)
+    });
+    let once_uid = once["metadata"]["uid"].as_str().unwrap().to_owned();
+
     // Offline reboot: cloud down, edgecore killed; one pod's containers die meanwhile (as in
     // a power cut). From its store alone edgecore restarts that one, adopts the other.
     let pods = ready_web_pods(&cloud).expect("web pods still ready");
@@ -250,6 +265,7 @@ fn a_deployment_runs_ready_with_its_config_survives_an_offline_reboot_and_is_del
         .trim_start_matches("containerd://")
         .to_owned();
     cri.stop_sandboxes_of(&uid(&died));
+    cri.stop_sandboxes_of(&once_uid);
     assert!(cri.running_containers_of(&uid(&died)).is_empty());
 
     let restarted = Instant::now();
@@ -285,11 +301,21 @@ fn a_deployment_runs_ready_with_its_config_survives_an_offline_reboot_and_is_del
         container_id(&pods[&kept]),
         "{kept} restarted"
     );
+    // A pod that is over does not run again when its sandbox is gone.
+    std::thread::sleep(Duration::from_secs(3));
+    let once = cloud.get(&["pod", "once"]).unwrap();
+    assert_eq!(once["status"]["phase"], "Succeeded", "{once:#}");
+    assert!(cri.running_containers_of(&once_uid).is_empty());
+    let ready = ke_cri::api::PodSandboxState::SandboxReady as i32;
+    assert!(
+        cri.sandboxes_of(&once_uid).iter().all(|s| s.state != ready),
+        "a new sandbox for a finished pod"
+    );
 
     // Deleted in the cloud: everything stops and goes.
     for args in [
         &["delete", "deployment", "web", "--wait=false"][..],
-        &["delete", "pod", "flaky", "--wait=false"][..],
+        &["delete", "pod", "flaky", "once", "--wait=false"][..],
     ] {
         let out = cloud.kubectl(args);
         assert!(
@@ -304,6 +330,7 @@ fn a_deployment_runs_ready_with_its_config_survives_an_offline_reboot_and_is_del
     });
     let mut uids: Vec<String> = pods.keys().map(|n| uid(n)).collect();
     uids.push(flaky["metadata"]["uid"].as_str().unwrap().to_owned());
+    uids.push(once_uid);
     eventually("sandboxes and volumes removed", WAIT, || {
         uids.iter()
             .all(|u| {

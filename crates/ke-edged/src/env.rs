@@ -31,7 +31,11 @@ pub async fn resolve(
             (None, Some(reference)) => (resource_type::SECRET, reference),
             (None, None) => continue,
         };
-        match objects.data(kind, &reference.name).await {
+        match objects
+            .data(kind, &reference.name)
+            .await
+            .map_err(ConfigError)?
+        {
             Some(data) => {
                 for (key, value) in data {
                     let value = String::from_utf8_lossy(value).into_owned();
@@ -49,7 +53,8 @@ pub async fn resolve(
     }
     for var in &container.env {
         let Some(from) = &var.value_from else {
-            set(&mut env, var.name.clone(), var.value.clone());
+            let value = expand(&var.value, &env);
+            set(&mut env, var.name.clone(), value);
             continue;
         };
         let value = if let Some(field) = &from.field_ref {
@@ -65,6 +70,7 @@ pub async fn resolve(
             let found = objects
                 .data(kind, &reference.name)
                 .await
+                .map_err(ConfigError)?
                 .and_then(|data| data.get(&reference.key))
                 .map(|value| String::from_utf8_lossy(value).into_owned());
             if found.is_none() && !reference.optional {
@@ -80,4 +86,60 @@ pub async fn resolve(
         }
     }
     Ok(env)
+}
+
+/// kubelet's `$(VAR)` expansion (env values, command, args): a defined variable's value
+/// replaces `$(VAR)`, `$$` is a literal `$`, anything else stays as written.
+pub fn expand(input: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+            continue;
+        }
+        if let Some((name, tail)) = after.strip_prefix('(').and_then(|r| r.split_once(')')) {
+            match env.iter().rev().find(|(n, _)| n == name) {
+                Some((_, value)) => out.push_str(value),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = tail;
+            continue;
+        }
+        out.push('$');
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_expand_as_kubelet_expands_them() {
+        let env = vec![
+            ("POD_IP".to_owned(), "10.88.0.4".to_owned()),
+            ("PORT".to_owned(), "8080".to_owned()),
+        ];
+        assert_eq!(
+            expand("--addr=$(POD_IP):$(PORT)", &env),
+            "--addr=10.88.0.4:8080"
+        );
+        assert_eq!(expand("$(MISSING) stays", &env), "$(MISSING) stays");
+        assert_eq!(
+            expand("$$(POD_IP) is escaped", &env),
+            "$(POD_IP) is escaped"
+        );
+        assert_eq!(expand("cost: 5$ and $(", &env), "cost: 5$ and $(");
+        assert_eq!(expand("plain", &env), "plain");
+    }
 }

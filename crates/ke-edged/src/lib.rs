@@ -37,7 +37,7 @@ pub const GROUP_NAME: &str = "edged";
 /// The module every request of edged goes to.
 const METAMANAGER: &str = "metamanager";
 
-/// How often an unregistered node retries registration.
+/// How often an unregistered node retries registration (and a failed pod set load).
 const REGISTER_RETRY: Duration = Duration::from_secs(1);
 /// kubelet's `containerLogMaxSize` default, 10Mi.
 const DEFAULT_LOG_MAX_SIZE: u64 = 10 << 20;
@@ -179,8 +179,16 @@ impl Module for Edged {
                 &self.settings.root_directory,
                 &self.settings.static_pod_path,
             );
-            if cancel.run_until_cancelled(pods.load()).await.is_none() {
-                return Ok(());
+            loop {
+                match cancel.run_until_cancelled(pods.load()).await {
+                    Some(true) => break,
+                    Some(false) => {}
+                    None => return Ok(()),
+                }
+                let retry = tokio::time::sleep(REGISTER_RETRY);
+                if cancel.run_until_cancelled(retry).await.is_none() {
+                    return Ok(());
+                }
             }
             // Before the first sync, or it would stop the running static pods as orphans.
             pods.load_static();

@@ -49,12 +49,19 @@ impl LogPolicy {
 pub fn tail(log: &Path) -> String {
     const MAX_LINES: usize = 80;
     const MAX_BYTES: usize = 2048;
-    let Ok(text) = std::fs::read(log) else {
-        return String::new();
-    };
+    use std::io::{Read as _, Seek as _, SeekFrom};
     // Only the end is needed; a log may be megabytes.
-    let start = text.len().saturating_sub(64 * 1024);
-    let text = String::from_utf8_lossy(&text[start..]);
+    const READ: u64 = 64 * 1024;
+    let mut text = Vec::new();
+    let read = std::fs::File::open(log).and_then(|mut file| {
+        let size = file.metadata()?.len();
+        file.seek(SeekFrom::Start(size.saturating_sub(READ)))?;
+        file.read_to_end(&mut text)
+    });
+    if read.is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text
         .lines()
         .filter_map(|line| line.splitn(4, ' ').nth(3))

@@ -15,6 +15,7 @@ use serde_json::Value;
 pub struct Pod {
     pub metadata: ObjectMeta,
     pub spec: PodSpec,
+    pub status: PodStatus,
 }
 
 impl Pod {
@@ -46,6 +47,12 @@ impl Pod {
         self.metadata.deletion_timestamp.is_some()
     }
 
+    /// Succeeded or Failed: a pod that is over is never run again, whatever happens to its
+    /// sandbox (a Job's pod must not run twice after a reboot).
+    pub fn finished(&self) -> bool {
+        matches!(self.status.phase.as_str(), "Succeeded" | "Failed")
+    }
+
     /// Every container, init containers first.
     pub fn all_containers(&self) -> impl Iterator<Item = &Container> {
         self.spec
@@ -64,6 +71,13 @@ fn strip_nulls(value: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(strip_nulls),
         _ => {}
     }
+}
+
+/// The status as the cloud (or the node's last report) has it: only whether the pod is over.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct PodStatus {
+    pub phase: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

@@ -37,43 +37,46 @@ impl<'a> Objects<'a> {
         self.namespace
     }
 
-    /// A ConfigMap's `data` and `binaryData`, or a Secret's decoded `data`; `None` if it does
-    /// not exist (or neither the cloud nor the store has it).
+    /// A ConfigMap's `data` and `binaryData`, or a Secret's decoded `data`; `Ok(None)` if it
+    /// does not exist, `Err` if neither the cloud nor the node's store could say.
     pub async fn data(
         &mut self,
         kind: &'static str,
         name: &str,
-    ) -> Option<&BTreeMap<String, Vec<u8>>> {
+    ) -> Result<Option<&BTreeMap<String, Vec<u8>>>, String> {
         let key = (kind, name.to_owned());
         if !self.cache.contains_key(&key) {
-            let data = self.fetch(kind, name).await;
+            let data = self.fetch(kind, name).await?;
             self.cache.insert(key.clone(), data);
         }
-        self.cache.get(&key).and_then(Option::as_ref)
+        Ok(self.cache.get(&key).and_then(Option::as_ref))
     }
 
-    async fn fetch(&self, kind: &str, name: &str) -> Data {
-        let query = Message::new().with_route(
-            source::EDGED,
-            group::META,
-            format!("{}/{kind}/{name}", self.namespace),
-            operation::QUERY,
-        );
+    async fn fetch(&self, kind: &str, name: &str) -> Result<Data, String> {
+        let resource = format!("{}/{kind}/{name}", self.namespace);
+        let query =
+            Message::new().with_route(source::EDGED, group::META, &resource, operation::QUERY);
         let reply = self
             .bus
             .send_sync(METAMANAGER, query, QUERY_TIMEOUT)
             .await
-            .ok()?;
-        // The cloud answers with the object; the local store with a list of stored values.
-        let object = match &reply.content {
-            Value::Array(values) => values
-                .first()
-                .and_then(Value::as_str)
-                .and_then(|v| serde_json::from_str(v).ok())?,
+            .map_err(|e| format!("{resource}: {e}"))?;
+        // The cloud answers with the object or a Status; the local store with a list of
+        // stored values.
+        let content = &reply.content;
+        let object: Value = match content {
+            Value::Array(values) => match values.first() {
+                None => return Ok(None),
+                Some(value) => value
+                    .as_str()
+                    .and_then(|v| serde_json::from_str(v).ok())
+                    .ok_or_else(|| format!("{resource}: unreadable stored object"))?,
+            },
             object if object["metadata"].is_object() => object.clone(),
-            _ => return None,
+            status if status["ErrStatus"]["reason"] == "NotFound" => return Ok(None),
+            other => return Err(format!("{resource}: {other}")),
         };
-        Some(decode(&object, kind == resource_type::SECRET))
+        Ok(Some(decode(&object, kind == resource_type::SECRET)))
     }
 }
 

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 use crate::downward::PodFacts;
-use crate::model::{Container, Pod};
+use crate::model::{Container, Pod, RestartPolicy};
 use crate::objects::Objects;
 use crate::probes::{self, Probes, Verdict};
 use crate::resources::Allocatable;
@@ -134,31 +134,41 @@ impl Pods {
     }
 
     /// The pod set from the local store (metamanager answers a type query with every pod).
-    pub async fn load(&mut self) {
+    /// Until it is loaded edged must not act: every running pod would look like an orphan.
+    pub async fn load(&mut self) -> bool {
         let query = Message::new().with_route(
             source::EDGED,
             group::META,
             format!("default/{}", resource_type::POD),
             operation::QUERY,
         );
-        match self
+        let reply = self
             .bus
             .send_sync(METAMANAGER, query, Duration::from_secs(10))
-            .await
-        {
-            Ok(reply) => {
-                for value in reply.content.as_array().into_iter().flatten() {
-                    if let Some(pod) = value.as_str().and_then(|v| serde_json::from_str(v).ok()) {
-                        self.upsert(pod);
-                    }
+            .await;
+        let stored = match &reply {
+            Ok(reply) => match reply.content.as_array() {
+                Some(stored) => stored,
+                None => {
+                    tracing::warn!(answer = %reply.content, "pod set not loaded; retrying");
+                    return false;
                 }
-                tracing::info!(
-                    pods = self.desired.len(),
-                    "pod set loaded from the local store"
-                );
+            },
+            Err(err) => {
+                tracing::warn!(error = %err, "pod set not loaded; retrying");
+                return false;
             }
-            Err(err) => tracing::warn!(error = %err, "pod set not loaded"),
+        };
+        for value in stored {
+            if let Some(pod) = value.as_str().and_then(|v| serde_json::from_str(v).ok()) {
+                self.upsert(pod);
+            }
         }
+        tracing::info!(
+            pods = self.desired.len(),
+            "pod set loaded from the local store"
+        );
+        true
     }
 
     /// An object the cloud sent (forwarded by metamanager): a pod, or a ConfigMap or Secret
@@ -252,6 +262,13 @@ impl Pods {
                 crate::cloud::request(&bus, &resource, operation::DELETE, options).await;
             });
         } else {
+            // A late update of a mirror already replaced for an edited manifest.
+            if let Some((_, known)) = self.mirrors.get(&key)
+                && *known != hash
+                && self.desired.contains_key(known)
+            {
+                return;
+            }
             let known = self.mirrors.get(&key).map(|(uid, _)| uid.as_str());
             if known != Some(mirror.uid()) {
                 // A mirror edged did not create (or one created again): report to it afresh.
@@ -412,6 +429,9 @@ impl Pods {
                 self.terminate(runtime, &pod, current);
                 continue;
             }
+            if self.finished(&pod) {
+                continue;
+            }
             if let Err(err) = self.run(runtime, &pod, &current).await {
                 tracing::warn!(pod = %pod.full_name(), error = %err, "pod not started");
             }
@@ -441,7 +461,9 @@ impl Pods {
             if !self.desired.contains_key(uid) && !self.terminating.contains(uid) {
                 tracing::info!(%uid, "stopping the containers of a pod no longer on this node");
                 if let Err(err) = runtime.kill(orphan, 0).await {
+                    // Its volumes stay while anything may still use them; retried next sync.
                     tracing::warn!(%uid, error = %err, "orphaned pod not removed");
+                    continue;
                 }
                 self.reported.remove(uid);
                 self.volumes.remove(uid).await;
@@ -464,7 +486,7 @@ impl Pods {
         let lacking: Vec<(Pod, Running)> = self
             .desired
             .values()
-            .filter(|pod| !pod.deleting())
+            .filter(|pod| !pod.deleting() && !self.finished(pod))
             .map(|pod| {
                 (
                     pod.clone(),
@@ -602,7 +624,7 @@ impl Pods {
                 {
                     self.backoff.remove(&key);
                 }
-                if !init && self.probes.verdict(&c.id, probes::Kind::Liveness) == Verdict::Failure {
+                if !init && self.probes.unhealthy(&c.id) {
                     self.kill_unhealthy(runtime, pod, container, &c.id);
                 }
                 return Ok(wait);
@@ -615,6 +637,10 @@ impl Pods {
                     .is_some_and(|s| s.state == api::ContainerState::ContainerExited as i32);
                 if init && exited && exit_code == 0 {
                     return Ok(Step::Done);
+                }
+                // Under `Never` a container runs once, however it ended.
+                if pod.spec.restart_policy == RestartPolicy::Never {
+                    return Ok(wait);
                 }
                 // A container left `Created` failed to start: it is retried like an exit.
                 if (exited && !pod.spec.restart_policy.restarts(exit_code))
@@ -657,7 +683,7 @@ impl Pods {
         sandbox: &mut SandboxRef<'_>,
         attempt: u32,
     ) -> Result<(), StartError> {
-        let facts = self.pod_facts(runtime, sandbox).await;
+        let facts = self.pod_facts(runtime, pod, sandbox).await;
         let bus = self.bus.clone();
         let mut objects = Objects::new(&bus, pod.namespace());
         let prepared = match self.prepared.get(pod.uid()) {
@@ -689,9 +715,17 @@ impl Pods {
         let env = crate::env::resolve(&mut objects, pod, container, &facts)
             .await
             .map_err(|e| StartError::Config(e.0))?;
+        let expand = |items: &[String]| {
+            items
+                .iter()
+                .map(|item| crate::env::expand(item, &env))
+                .collect()
+        };
         let start = Start {
             sandbox_id: sandbox.id,
             sandbox_attempt: sandbox.attempt,
+            command: expand(&container.command),
+            args: expand(&container.args),
             env,
             mounts,
             attempt,
@@ -706,7 +740,7 @@ impl Pods {
         pod: &Pod,
         sandbox: &mut SandboxRef<'_>,
     ) {
-        let facts = self.pod_facts(runtime, sandbox).await;
+        let facts = self.pod_facts(runtime, pod, sandbox).await;
         let bus = self.bus.clone();
         let mut objects = Objects::new(&bus, pod.namespace());
         match self.volumes.prepare(&mut objects, pod, &facts).await {
@@ -720,15 +754,33 @@ impl Pods {
         }
     }
 
-    async fn pod_facts(&self, runtime: &Runtime, sandbox: &mut SandboxRef<'_>) -> PodFacts {
+    async fn pod_facts(
+        &self,
+        runtime: &Runtime,
+        pod: &Pod,
+        sandbox: &mut SandboxRef<'_>,
+    ) -> PodFacts {
         if sandbox.ip.is_none() {
-            sandbox.ip = Some(runtime.sandbox_ip(sandbox.id).await.unwrap_or_default());
+            sandbox.ip = Some(if pod.spec.host_network {
+                self.facts.host_ip.clone()
+            } else {
+                runtime.sandbox_ip(sandbox.id).await.unwrap_or_default()
+            });
         }
         PodFacts {
             pod_ip: sandbox.ip.clone().unwrap_or_default(),
             host_ip: self.facts.host_ip.clone(),
             node: self.facts.allocatable,
         }
+    }
+
+    /// Whether the pod is over, as the cloud's copy says or as edged last reported it.
+    fn finished(&self, pod: &Pod) -> bool {
+        let reported = self
+            .reported
+            .get(pod.uid())
+            .and_then(|s| s["phase"].as_str());
+        pod.finished() || matches!(reported, Some("Succeeded" | "Failed"))
     }
 
     fn backing_off(&self, key: &ContainerKey) -> bool {
@@ -893,7 +945,7 @@ impl Pods {
             .current
             .as_ref()
             .filter(|s| s.state == api::ContainerState::ContainerRunning as i32);
-        if let (Some(status), false) = (running, init) {
+        if let (Some(status), false, false) = (running, init, pod_ip.is_empty()) {
             let started_ns = u64::try_from(status.started_at).unwrap_or(0);
             let now_ns = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

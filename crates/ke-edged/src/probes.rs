@@ -113,6 +113,15 @@ impl Probes {
         })
     }
 
+    /// Whether the container failed its liveness probe, or its startup probe gave up on it:
+    /// either way kubelet restarts it.
+    pub fn unhealthy(&self, container_id: &str) -> bool {
+        let verdicts = lock(&self.verdicts);
+        [Kind::Liveness, Kind::Startup]
+            .iter()
+            .any(|kind| verdicts.get(&(container_id.to_owned(), *kind)) == Some(&Verdict::Failure))
+    }
+
     /// Resolves when some verdict changed.
     pub fn changed(&self) -> impl Future<Output = ()> + 'static {
         let changed = Arc::clone(&self.changed);

@@ -58,6 +58,9 @@ impl StartError {
 pub struct Start<'a> {
     pub sandbox_id: &'a str,
     pub sandbox_attempt: u32,
+    /// `command` and `args` with `$(VAR)` expanded.
+    pub command: Vec<String>,
+    pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub mounts: Vec<api::Mount>,
     pub attempt: u32,
@@ -324,8 +327,8 @@ impl Runtime {
                 attempt,
             }),
             image: Some(image_spec(&container.image)),
-            command: container.command.clone(),
-            args: container.args.clone(),
+            command: start.command,
+            args: start.args,
             working_dir: container.working_dir.clone(),
             envs: start
                 .env

@@ -53,8 +53,10 @@ impl Volumes {
         }
     }
 
-    fn pod_dir(&self, uid: &str) -> PathBuf {
-        self.root.join("pods").join(uid)
+    /// `rootDirectory/pods/<uid>`; `None` for a UID that is not one plain path component
+    /// (UIDs also come from runtime labels, which anyone using the runtime can set).
+    fn pod_dir(&self, uid: &str) -> Option<PathBuf> {
+        component(uid).map(|uid| self.root.join("pods").join(uid))
     }
 
     /// Creates or refreshes every volume of `pod`. A missing ConfigMap or Secret that is not
@@ -93,8 +95,13 @@ impl Volumes {
                 source,
             }
         };
+        let (Some(pod_dir), Some(_)) = (self.pod_dir(pod.uid()), component(name)) else {
+            return Err(invalid(
+                "the pod's UID and the volume's name must be plain names".into(),
+            ));
+        };
         let dir = |plugin: &str| {
-            self.pod_dir(pod.uid())
+            pod_dir
                 .join("volumes")
                 .join(format!("kubernetes.io~{plugin}"))
                 .join(name)
@@ -129,11 +136,13 @@ impl Volumes {
 
     /// The host file behind a container's `terminationMessagePath`, one per attempt so a
     /// restart starts with an empty one.
-    fn termination_file(&self, uid: &str, container: &str, attempt: u32) -> PathBuf {
-        self.pod_dir(uid)
-            .join("containers")
-            .join(container)
-            .join(attempt.to_string())
+    fn termination_file(&self, uid: &str, container: &str, attempt: u32) -> Option<PathBuf> {
+        Some(
+            self.pod_dir(uid)?
+                .join("containers")
+                .join(component(container)?)
+                .join(attempt.to_string()),
+        )
     }
 
     /// Creates the termination message file of this attempt (dropping the one of two attempts
@@ -144,7 +153,12 @@ impl Volumes {
         container: &Container,
         attempt: u32,
     ) -> Result<api::Mount, VolumeError> {
-        let file = self.termination_file(pod.uid(), &container.name, attempt);
+        let file = self
+            .termination_file(pod.uid(), &container.name, attempt)
+            .ok_or_else(|| VolumeError::Invalid {
+                volume: "termination-log".into(),
+                reason: format!("container name {:?} is not a plain name", container.name),
+            })?;
         let io = |source| VolumeError::Io {
             volume: "termination-log".into(),
             path: file.clone(),
@@ -156,8 +170,11 @@ impl Volumes {
         std::fs::write(&file, b"").map_err(io)?;
         // Writable whatever user the container runs as.
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).map_err(io)?;
-        if let Some(old) = attempt.checked_sub(2) {
-            let _ = std::fs::remove_file(self.termination_file(pod.uid(), &container.name, old));
+        if let Some(old) = attempt
+            .checked_sub(2)
+            .and_then(|old| self.termination_file(pod.uid(), &container.name, old))
+        {
+            let _ = std::fs::remove_file(old);
         }
         let path = container
             .termination_message_path
@@ -175,7 +192,8 @@ impl Volumes {
     pub fn termination_message(&self, uid: &str, container: &str, attempt: u32) -> String {
         use std::io::Read as _;
         let mut message = Vec::new();
-        if let Ok(file) = std::fs::File::open(self.termination_file(uid, container, attempt)) {
+        let file = self.termination_file(uid, container, attempt);
+        if let Some(Ok(file)) = file.map(std::fs::File::open) {
             let _ = file.take(MAX_TERMINATION_MESSAGE).read_to_end(&mut message);
         }
         String::from_utf8_lossy(&message).into_owned()
@@ -183,7 +201,10 @@ impl Volumes {
 
     /// Removes everything edged wrote for pod `uid` (never a hostPath: those live elsewhere).
     pub async fn remove(&self, uid: &str) {
-        let dir = self.pod_dir(uid);
+        let Some(dir) = self.pod_dir(uid) else {
+            tracing::warn!(%uid, "not a pod UID; nothing removed");
+            return;
+        };
         let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
             Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
             _ => Ok(()),
@@ -315,12 +336,23 @@ pub fn mounts(
                 ),
             })?;
             let path = host.join(sub);
+            let escapes = || VolumeError::Invalid {
+                volume: mount.name.clone(),
+                reason: format!("subPath {:?} leads out of the volume", mount.sub_path),
+            };
+            // A container can plant symlinks in its volumes: the subPath must resolve inside.
+            if !within(host, &path) {
+                return Err(escapes());
+            }
             if !written && !path.exists() {
                 std::fs::create_dir_all(&path).map_err(|source| VolumeError::Io {
                     volume: mount.name.clone(),
                     path: path.clone(),
                     source,
                 })?;
+                if !within(host, &path) {
+                    return Err(escapes());
+                }
             }
             path
         };
@@ -348,7 +380,7 @@ async fn add_object(
     mode: u32,
 ) -> Result<(), String> {
     let namespace = objects.namespace().to_owned();
-    let Some(data) = objects.data(kind, name).await else {
+    let Some(data) = objects.data(kind, name).await? else {
         return if optional {
             Ok(())
         } else {
@@ -397,6 +429,27 @@ fn add_downward(
             payload.insert(path, (value.into_bytes(), item.mode.unwrap_or(mode)));
         }
     }
+}
+
+/// Whether `path`, symlinks resolved as far as it exists, is inside `root`.
+fn within(root: &Path, path: &Path) -> bool {
+    let Ok(root) = root.canonicalize() else {
+        return false;
+    };
+    let existing = path.ancestors().find(|p| p.exists()).unwrap_or(path);
+    existing
+        .canonicalize()
+        .is_ok_and(|resolved| resolved.starts_with(&root))
+}
+
+/// `name` if it is one plain path component: what may be joined under the pods directory.
+fn component(name: &str) -> Option<&str> {
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.contains('\0');
+    plain.then_some(name)
 }
 
 /// `path` if it stays inside the directory it is joined to.
@@ -582,6 +635,23 @@ mod tests {
         for bad in ["", "/etc/passwd", "../x", "a/../../x"] {
             assert!(relative(bad).is_none(), "{bad}");
         }
+        let volumes = Volumes::new("/var/lib/kubelet");
+        assert!(volumes.pod_dir("0b5c-11").is_some());
+        for bad in ["", ".", "..", "/x", "a/b"] {
+            assert!(volumes.pod_dir(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_sub_path_through_a_symlink_out_of_the_volume_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let volume = dir.path().join("data");
+        std::fs::create_dir_all(volume.join("logs")).unwrap();
+        symlink("/", volume.join("root")).unwrap();
+        assert!(within(&volume, &volume.join("logs")));
+        assert!(within(&volume, &volume.join("logs/new/deeper")));
+        assert!(!within(&volume, &volume.join("root")));
+        assert!(!within(&volume, &volume.join("root/etc/new")));
     }
 
     #[test]
