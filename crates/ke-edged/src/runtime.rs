@@ -76,6 +76,9 @@ pub struct RuntimeInfo {
 }
 
 const MAX_REPORTED_IMAGES: usize = 50;
+/// kubelet's `runtimeRequestTimeout` default. Image pulls are not bound by it (a large image
+/// over a slow link takes what it takes).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 #[derive(Clone)]
 pub struct Runtime {
@@ -88,15 +91,33 @@ impl Runtime {
         Runtime { cri, logs_dir }
     }
 
+    /// One CRI call, answered within kubelet's `runtimeRequestTimeout`: a hung runtime must
+    /// not hang edged.
+    async fn call<T>(
+        &self,
+        name: &'static str,
+        request: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, CriError> {
+        match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(self.cri.call_error(name, status)),
+            Err(_) => Err(self.cri.call_error(
+                name,
+                tonic::Status::deadline_exceeded(format!("no answer within {REQUEST_TIMEOUT:?}")),
+            )),
+        }
+    }
+
     pub async fn info(&self) -> Result<RuntimeInfo, CriError> {
         let version = self.cri.version().await?;
         let mut images = self
-            .cri
-            .image()
-            .list_images(api::ListImagesRequest { filter: None })
-            .await
-            .map_err(|s| self.cri.call_error("ListImages", s))?
-            .into_inner()
+            .call(
+                "ListImages",
+                self.cri
+                    .image()
+                    .list_images(api::ListImagesRequest { filter: None }),
+            )
+            .await?
             .images;
         images.sort_by_key(|i| std::cmp::Reverse(i.size));
         let images = images
@@ -116,20 +137,22 @@ impl Runtime {
     /// Everything that runs, by pod UID: sandboxes (ready ones preferred) and their containers.
     pub async fn running(&self) -> Result<HashMap<String, Running>, CriError> {
         let sandboxes = self
-            .cri
-            .runtime()
-            .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
-            .await
-            .map_err(|s| self.cri.call_error("ListPodSandbox", s))?
-            .into_inner()
+            .call(
+                "ListPodSandbox",
+                self.cri
+                    .runtime()
+                    .list_pod_sandbox(api::ListPodSandboxRequest { filter: None }),
+            )
+            .await?
             .items;
         let containers = self
-            .cri
-            .runtime()
-            .list_containers(api::ListContainersRequest { filter: None })
-            .await
-            .map_err(|s| self.cri.call_error("ListContainers", s))?
-            .into_inner()
+            .call(
+                "ListContainers",
+                self.cri
+                    .runtime()
+                    .list_containers(api::ListContainersRequest { filter: None }),
+            )
+            .await?
             .containers;
         let mut pods: HashMap<String, Running> = HashMap::new();
         for sandbox in sandboxes {
@@ -245,15 +268,16 @@ impl Runtime {
         let config = self.sandbox_config(pod, attempt);
         std::fs::create_dir_all(&config.log_directory).ok();
         Ok(self
-            .cri
-            .runtime()
-            .run_pod_sandbox(api::RunPodSandboxRequest {
-                config: Some(config),
-                runtime_handler: String::new(),
-            })
-            .await
-            .map_err(|s| self.cri.call_error("RunPodSandbox", s))?
-            .into_inner()
+            .call(
+                "RunPodSandbox",
+                self.cri
+                    .runtime()
+                    .run_pod_sandbox(api::RunPodSandboxRequest {
+                        config: Some(config),
+                        runtime_handler: String::new(),
+                    }),
+            )
+            .await?
             .pod_sandbox_id)
     }
 
@@ -354,31 +378,31 @@ impl Runtime {
         };
         let sandbox_config = self.sandbox_config(pod, start.sandbox_attempt);
         std::fs::create_dir_all(format!("{}/{name}", sandbox_config.log_directory)).ok();
-        let mut runtime = self.cri.runtime();
-        let id = runtime
-            .create_container(api::CreateContainerRequest {
-                pod_sandbox_id: start.sandbox_id.to_owned(),
-                config: Some(config),
-                sandbox_config: Some(sandbox_config),
-            })
+        let create = api::CreateContainerRequest {
+            pod_sandbox_id: start.sandbox_id.to_owned(),
+            config: Some(config),
+            sandbox_config: Some(sandbox_config),
+        };
+        let id = self
+            .call(
+                "CreateContainer",
+                self.cri.runtime().create_container(create),
+            )
             .await
-            .map_err(|s| StartError::Runtime {
+            .map_err(|error| StartError::Runtime {
                 reason: "CreateContainerError",
-                error: self.cri.call_error("CreateContainer", s),
+                error,
             })?
-            .into_inner()
             .container_id;
-        if let Err(status) = runtime
-            .start_container(api::StartContainerRequest {
-                container_id: id.clone(),
-            })
+        let start = api::StartContainerRequest {
+            container_id: id.clone(),
+        };
+        self.call("StartContainer", self.cri.runtime().start_container(start))
             .await
-        {
-            return Err(StartError::Runtime {
+            .map_err(|error| StartError::Runtime {
                 reason: "RunContainerError",
-                error: self.cri.call_error("StartContainer", status),
-            });
-        }
+                error,
+            })?;
         Ok(id)
     }
 
@@ -387,29 +411,31 @@ impl Runtime {
         id: &str,
     ) -> Result<Option<api::ContainerStatus>, CriError> {
         Ok(self
-            .cri
-            .runtime()
-            .container_status(api::ContainerStatusRequest {
-                container_id: id.to_owned(),
-                verbose: false,
-            })
-            .await
-            .map_err(|s| self.cri.call_error("ContainerStatus", s))?
-            .into_inner()
+            .call(
+                "ContainerStatus",
+                self.cri
+                    .runtime()
+                    .container_status(api::ContainerStatusRequest {
+                        container_id: id.to_owned(),
+                        verbose: false,
+                    }),
+            )
+            .await?
             .status)
     }
 
     pub async fn sandbox_ip(&self, id: &str) -> Result<String, CriError> {
         Ok(self
-            .cri
-            .runtime()
-            .pod_sandbox_status(api::PodSandboxStatusRequest {
-                pod_sandbox_id: id.to_owned(),
-                verbose: false,
-            })
-            .await
-            .map_err(|s| self.cri.call_error("PodSandboxStatus", s))?
-            .into_inner()
+            .call(
+                "PodSandboxStatus",
+                self.cri
+                    .runtime()
+                    .pod_sandbox_status(api::PodSandboxStatusRequest {
+                        pod_sandbox_id: id.to_owned(),
+                        verbose: false,
+                    }),
+            )
+            .await?
             .status
             .and_then(|s| s.network)
             .map(|n| n.ip)
@@ -424,51 +450,56 @@ impl Runtime {
         timeout_seconds: i64,
     ) -> Result<i32, CriError> {
         Ok(self
-            .cri
-            .runtime()
-            .exec_sync(api::ExecSyncRequest {
-                container_id: id.to_owned(),
-                cmd,
-                timeout: timeout_seconds,
-            })
-            .await
-            .map_err(|s| self.cri.call_error("ExecSync", s))?
-            .into_inner()
+            .call(
+                "ExecSync",
+                self.cri.runtime().exec_sync(api::ExecSyncRequest {
+                    container_id: id.to_owned(),
+                    cmd,
+                    timeout: timeout_seconds,
+                }),
+            )
+            .await?
             .exit_code)
     }
 
     /// Makes the runtime write `id`'s log to a new file (after the old one was renamed).
     pub async fn reopen_log(&self, id: &str) -> Result<(), CriError> {
-        self.cri
-            .runtime()
-            .reopen_container_log(api::ReopenContainerLogRequest {
-                container_id: id.to_owned(),
-            })
-            .await
-            .map_err(|s| self.cri.call_error("ReopenContainerLog", s))?;
+        self.call(
+            "ReopenContainerLog",
+            self.cri
+                .runtime()
+                .reopen_container_log(api::ReopenContainerLogRequest {
+                    container_id: id.to_owned(),
+                }),
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn stop_container(&self, id: &str, grace_seconds: i64) -> Result<(), CriError> {
-        self.cri
-            .runtime()
-            .stop_container(api::StopContainerRequest {
-                container_id: id.to_owned(),
-                timeout: grace_seconds,
-            })
-            .await
-            .map_err(|s| self.cri.call_error("StopContainer", s))?;
+        self.call(
+            "StopContainer",
+            self.cri
+                .runtime()
+                .stop_container(api::StopContainerRequest {
+                    container_id: id.to_owned(),
+                    timeout: grace_seconds,
+                }),
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn remove_container(&self, id: &str) -> Result<(), CriError> {
-        self.cri
-            .runtime()
-            .remove_container(api::RemoveContainerRequest {
-                container_id: id.to_owned(),
-            })
-            .await
-            .map_err(|s| self.cri.call_error("RemoveContainer", s))?;
+        self.call(
+            "RemoveContainer",
+            self.cri
+                .runtime()
+                .remove_container(api::RemoveContainerRequest {
+                    container_id: id.to_owned(),
+                }),
+        )
+        .await?;
         Ok(())
     }
 
@@ -483,19 +514,19 @@ impl Runtime {
             stopped?;
         }
         if let Some(sandbox) = &running.sandbox {
-            let mut runtime = self.cri.runtime();
-            runtime
-                .stop_pod_sandbox(api::StopPodSandboxRequest {
-                    pod_sandbox_id: sandbox.id.clone(),
-                })
-                .await
-                .map_err(|s| self.cri.call_error("StopPodSandbox", s))?;
-            runtime
-                .remove_pod_sandbox(api::RemovePodSandboxRequest {
-                    pod_sandbox_id: sandbox.id.clone(),
-                })
-                .await
-                .map_err(|s| self.cri.call_error("RemovePodSandbox", s))?;
+            let stop = api::StopPodSandboxRequest {
+                pod_sandbox_id: sandbox.id.clone(),
+            };
+            self.call("StopPodSandbox", self.cri.runtime().stop_pod_sandbox(stop))
+                .await?;
+            let remove = api::RemovePodSandboxRequest {
+                pod_sandbox_id: sandbox.id.clone(),
+            };
+            self.call(
+                "RemovePodSandbox",
+                self.cri.runtime().remove_pod_sandbox(remove),
+            )
+            .await?;
         }
         Ok(())
     }
