@@ -301,6 +301,11 @@ fn a_deployment_runs_ready_with_its_config_survives_an_offline_reboot_and_is_del
         container_id(&pods[&kept]),
         "{kept} restarted"
     );
+    // The pod whose containers died counts the restart (once its new status arrived).
+    eventually("the restart counted", WAIT, || {
+        let pod = cloud.get(&["pod", &died])?;
+        (pod["status"]["containerStatuses"][0]["restartCount"] == 1).then_some(())
+    });
     // A pod that is over does not run again when its sandbox is gone.
     std::thread::sleep(Duration::from_secs(3));
     let once = cloud.get(&["pod", "once"]).unwrap();

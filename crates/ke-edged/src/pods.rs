@@ -90,6 +90,8 @@ pub(crate) struct Pods {
     /// Containers edged could not start, with kubelet's waiting reason and a message.
     held: HashMap<ContainerKey, (String, String)>,
     backoff: HashMap<ContainerKey, Backoff>,
+    /// The first attempt of containers whose sandbox had to be replaced.
+    next_attempt: HashMap<ContainerKey, u32>,
     /// Deleted pods being stopped, and those whose deletion was confirmed to the cloud.
     terminating: HashSet<String>,
     confirmed: HashSet<String>,
@@ -125,6 +127,7 @@ impl Pods {
             prepared: HashMap::new(),
             held: HashMap::new(),
             backoff: HashMap::new(),
+            next_attempt: HashMap::new(),
             terminating: HashSet::new(),
             confirmed: HashSet::new(),
             killing: HashSet::new(),
@@ -471,6 +474,8 @@ impl Pods {
         }
         let desired = &self.desired;
         self.backoff.retain(|(uid, _), _| desired.contains_key(uid));
+        self.next_attempt
+            .retain(|(uid, _), _| desired.contains_key(uid));
         self.held.retain(|(uid, _), _| desired.contains_key(uid));
         self.prepared.retain(|uid, _| desired.contains_key(uid));
         self.arrived.retain(|uid, _| desired.contains_key(uid));
@@ -480,7 +485,7 @@ impl Pods {
     /// Starts the sandboxes the pods lack, several at once: a sandbox costs a network setup
     /// (CNI), and after a reboot every pod needs one. Each new sandbox goes into `running` as
     /// the pod's, without containers.
-    async fn start_sandboxes(&self, runtime: &Runtime, running: &mut HashMap<String, Running>) {
+    async fn start_sandboxes(&mut self, runtime: &Runtime, running: &mut HashMap<String, Running>) {
         use futures_util::StreamExt as _;
         // Owned, so the futures are `Send` whatever the stream combinators borrow.
         let lacking: Vec<(Pod, Running)> = self
@@ -495,6 +500,9 @@ impl Pods {
             })
             .filter(|(_, current)| sandbox_in_use(current).is_none())
             .collect();
+        for (pod, current) in &lacking {
+            self.carry_attempts(pod, current);
+        }
         let started: Vec<_> = futures_util::stream::iter(lacking)
             .map(|(pod, current)| {
                 let runtime = runtime.clone();
@@ -542,7 +550,10 @@ impl Pods {
     ) -> Result<(), ke_cri::CriError> {
         let (sandbox_id, sandbox_attempt) = match sandbox_in_use(current) {
             Some(ready) => ready,
-            None => new_sandbox(runtime, pod, current).await?,
+            None => {
+                self.carry_attempts(pod, current);
+                new_sandbox(runtime, pod, current).await?
+            }
         };
         let fresh_sandbox = current.sandbox.as_ref().is_none_or(|s| s.id != sandbox_id);
         let existing = |name: &str| {
@@ -615,7 +626,7 @@ impl Pods {
         let key = (pod.uid().to_owned(), container.name.clone());
         let wait = if init { Step::Wait } else { Step::Done };
         let attempt = match existing {
-            None => 0,
+            None => self.next_attempt.remove(&key).unwrap_or(0),
             Some(c) if c.state == api::ContainerState::ContainerRunning as i32 => {
                 if self
                     .backoff
@@ -771,6 +782,16 @@ impl Pods {
             pod_ip: sandbox.ip.clone().unwrap_or_default(),
             host_ip: self.facts.host_ip.clone(),
             node: self.facts.allocatable,
+        }
+    }
+
+    /// Remembers the attempts of a dead sandbox's containers, which go with it: the
+    /// containers of the new sandbox go on counting (`restartCount`) where they left off.
+    fn carry_attempts(&mut self, pod: &Pod, dead: &Running) {
+        for (name, container) in &dead.containers {
+            let attempt = container.metadata.as_ref().map_or(0, |m| m.attempt);
+            self.next_attempt
+                .insert((pod.uid().to_owned(), name.clone()), attempt + 1);
         }
     }
 
