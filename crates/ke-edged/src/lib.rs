@@ -38,7 +38,7 @@ pub const GROUP_NAME: &str = "edged";
 const METAMANAGER: &str = "metamanager";
 
 /// How often an unregistered node retries registration (and a failed pod set load).
-const REGISTER_RETRY: Duration = Duration::from_secs(1);
+pub(crate) const REGISTER_RETRY: Duration = Duration::from_secs(1);
 /// kubelet's `containerLogMaxSize` default, 10Mi.
 const DEFAULT_LOG_MAX_SIZE: u64 = 10 << 20;
 /// How often `staticPodPath` is read (kubelet's `fileCheckFrequency`).
@@ -152,19 +152,21 @@ impl Module for Edged {
     fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             let machine = Machine::detect(&self.settings.root_directory);
-            let mut agent = node::NodeAgent::new(
+            // A request to metamanager can outlive metamanager during shutdown: every wait
+            // on one also watches for cancellation.
+            let cancel = ctx.cancellation_token();
+            // The node's heartbeat runs on its own, so no pod work (an image pull over a slow
+            // link, a slow ConfigMap query) can delay it and make the cloud think the node
+            // is gone.
+            let agent = node::NodeAgent::new(
                 self.settings.node.clone(),
                 machine.clone(),
                 ctx.bus().clone(),
             );
-            let every = self.settings.node.status_update_frequency;
-            let mut report = tokio::time::interval(every);
-            report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut register = tokio::time::interval(REGISTER_RETRY);
-            register.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // A request to metamanager can outlive metamanager during shutdown: every wait
-            // on one also watches for cancellation.
-            let cancel = ctx.cancellation_token();
+            let (runtime_info, runtime_info_rx) =
+                tokio::sync::watch::channel(runtime::RuntimeInfo::default());
+            let (registered_tx, mut registered) = tokio::sync::watch::channel(false);
+            let heartbeat = tokio::spawn(agent.run(cancel.clone(), runtime_info_rx, registered_tx));
             let facts = pods::NodeFacts {
                 host_ip: self.settings.node.ip.clone(),
                 allocatable: resources::Allocatable {
@@ -183,10 +185,14 @@ impl Module for Edged {
                 match cancel.run_until_cancelled(pods.load()).await {
                     Some(true) => break,
                     Some(false) => {}
-                    None => return Ok(()),
+                    None => {
+                        heartbeat.abort();
+                        return Ok(());
+                    }
                 }
                 let retry = tokio::time::sleep(REGISTER_RETRY);
                 if cancel.run_until_cancelled(retry).await.is_none() {
+                    heartbeat.abort();
                     return Ok(());
                 }
             }
@@ -199,29 +205,26 @@ impl Module for Edged {
             let mut runtime: Option<runtime::Runtime> = None;
             let mut pod_sync = tokio::time::interval(POD_SYNC);
             pod_sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut runtime_check =
+                tokio::time::interval(self.settings.node.status_update_frequency);
+            runtime_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let probes_changed = pods.probes_changed();
                 tokio::select! {
-                    _ = register.tick(), if !agent.registered() => {
-                        if cancel.run_until_cancelled(agent.register()).await.is_none() {
-                            break;
-                        }
-                        if agent.registered() {
-                            // Report at once rather than up to a period later, and give the
-                            // static pods their mirrors.
-                            report.reset_immediately();
+                    Ok(()) = registered.changed() => {
+                        if *registered.borrow() {
+                            // The static pods get their mirrors.
                             static_scan.reset_immediately();
                         }
                     }
-                    _ = report.tick() => {
+                    _ = runtime_check.tick() => {
                         if let Some(runtime) = &runtime {
                             match runtime.info().await {
-                                Ok(info) => agent.set_runtime(info),
+                                Ok(info) => {
+                                    runtime_info.send_replace(info);
+                                }
                                 Err(err) => tracing::debug!(error = %err, "runtime version and images not read"),
                             }
-                        }
-                        if cancel.run_until_cancelled(agent.report()).await.is_none() {
-                            break;
                         }
                     }
                     _ = log_check.tick() => {
@@ -232,7 +235,8 @@ impl Module for Edged {
                     }
                     _ = static_scan.tick() => {
                         let mirrors = pods.load_static();
-                        if agent.registered()
+                        let registered = *registered.borrow();
+                        if registered
                             && cancel.run_until_cancelled(pods.sync_mirrors(mirrors)).await.is_none()
                         {
                             break;
@@ -266,6 +270,7 @@ impl Module for Edged {
                     },
                 }
             }
+            heartbeat.abort();
             Ok(())
         })
     }

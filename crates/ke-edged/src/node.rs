@@ -53,18 +53,46 @@ impl NodeAgent {
         }
     }
 
-    /// What the next status reports of the container runtime.
-    pub fn set_runtime(&mut self, runtime: RuntimeInfo) {
-        self.runtime = runtime;
-    }
-
-    pub fn registered(&self) -> bool {
-        self.registered
+    /// Registers the node, then reports its status and renews its lease every
+    /// `nodeStatusUpdateFrequency` until `cancel`; the status carries the latest
+    /// `runtime_info`, and `registered` tells the pods' side whether the cloud knows the node.
+    pub async fn run(
+        mut self,
+        cancel: tokio_util::sync::CancellationToken,
+        runtime_info: tokio::sync::watch::Receiver<RuntimeInfo>,
+        registered: tokio::sync::watch::Sender<bool>,
+    ) {
+        let mut report = tokio::time::interval(self.settings.status_update_frequency);
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut register = tokio::time::interval(crate::REGISTER_RETRY);
+        register.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = register.tick(), if !self.registered => {
+                    if cancel.run_until_cancelled(self.register()).await.is_none() {
+                        break;
+                    }
+                    if self.registered {
+                        // Report at once rather than up to a period later.
+                        report.reset_immediately();
+                    }
+                }
+                _ = report.tick() => {
+                    self.runtime = runtime_info.borrow().clone();
+                    if cancel.run_until_cancelled(self.report()).await.is_none() {
+                        break;
+                    }
+                }
+                _ = cancel.cancelled() => break,
+            }
+            let now = self.registered;
+            registered.send_if_modified(|was| std::mem::replace(was, now) != now);
+        }
     }
 
     /// Registers the node; only the cloud can answer, so offline this fails quickly and is
     /// retried.
-    pub async fn register(&mut self) {
+    async fn register(&mut self) {
         let node = self.node_object();
         let resource = format!("null/{}/{}", resource_type::NODE, self.settings.name);
         match self.request(&resource, operation::INSERT, node).await {
@@ -84,7 +112,7 @@ impl NodeAgent {
     }
 
     /// Reports status and renews the lease. Offline, metamanager keeps both for later.
-    pub async fn report(&mut self) {
+    async fn report(&mut self) {
         self.report_status().await;
         if self.registered {
             self.renew_lease().await;
