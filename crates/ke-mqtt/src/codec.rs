@@ -154,6 +154,10 @@ pub enum CodecError {
 
 /// The next whole packet in `buffer` (consumed), `Ok(None)` if more bytes are needed.
 pub fn decode(buffer: &mut BytesMut, max_packet: usize) -> Result<Option<Packet>, CodecError> {
+    // The first byte alone can be wrong: no need to wait for a body that may never come.
+    if let Some(&first) = buffer.first() {
+        check_first_byte(first)?;
+    }
     let Some((header_len, remaining)) = fixed_header(buffer)? else {
         return Ok(None);
     };
@@ -172,6 +176,24 @@ pub fn decode(buffer: &mut BytesMut, max_packet: usize) -> Result<Option<Packet>
     buffer.advance(header_len);
     let body = buffer.split_to(remaining).freeze();
     parse(first >> 4, first & 0x0f, body).map(Some)
+}
+
+/// The packet type and its fixed header flags (spec 2.2).
+fn check_first_byte(first: u8) -> Result<(), CodecError> {
+    let (kind, flags) = (first >> 4, first & 0x0f);
+    let (packet, wanted) = match kind {
+        3 => return QoS::from_bits((flags >> 1) & 0b11).map(|_| ()),
+        6 => ("PUBREL", 0b0010),
+        8 => ("SUBSCRIBE", 0b0010),
+        10 => ("UNSUBSCRIBE", 0b0010),
+        1 | 2 | 4 | 5 | 7 | 9 | 11..=14 => ("packet", 0),
+        other => return Err(CodecError::UnknownType(other)),
+    };
+    if flags == wanted {
+        Ok(())
+    } else {
+        Err(CodecError::InvalidFlags { packet, flags })
+    }
 }
 
 /// The fixed header's length and the remaining length, once both are complete.

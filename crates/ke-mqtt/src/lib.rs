@@ -6,8 +6,11 @@
 //!   not an error, a malformed one is) and encoded into one.
 //! - [`topic`]: topic names, filters and matching.
 //!
-//! The embedded broker and the client for an external broker (issue 9) build on these.
+//! - [`broker`]: the broker edgecore embeds, over TCP and for in-process subscribers.
+//!
+//! The client for an external broker (issue 9) comes next.
 
+pub mod broker;
 pub mod codec;
 pub mod topic;
 
