@@ -68,6 +68,14 @@ fn subscribe(port: u16, args: &[&str]) -> Child {
     child
 }
 
+fn succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn output_of(child: Child) -> String {
     let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -103,20 +111,12 @@ fn kubeedge_topics_reach_their_subscribers_and_wildcards_skip_dollar_topics() {
             update,
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let out = publish(
         broker.port,
         &["-q", "1", "-t", "node/user/greeting", "-m", "hello"],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
 
     assert_eq!(
         output_of(twin).trim(),
@@ -189,11 +189,7 @@ fn retained_messages_and_persistent_sessions_wait_for_their_clients() {
     )
     .output()
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let out = publish(
         broker.port,
         &["-q", "1", "-t", "jobs/1", "-m", "while away"],
@@ -230,11 +226,7 @@ fn credentials_are_checked() {
         broker.port,
         &["-u", "mapper", "-P", "s3cret", "-t", "a", "-m", "x"],
     );
-    assert!(
-        right.status.success(),
-        "{}",
-        String::from_utf8_lossy(&right.stderr)
-    );
+    succeeded(&right);
 }
 
 /// Reads until the broker closes the connection; how long that took.
@@ -278,9 +270,5 @@ fn garbage_and_silent_clients_are_disconnected_and_others_are_served() {
     assert!(took >= Duration::from_millis(1200), "closed after {took:?}");
 
     let out = publish(broker.port, &["-t", "still/here", "-m", "x"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
 }
