@@ -123,6 +123,31 @@ fn a_pod_runs_reports_running_and_is_removed_when_deleted() {
                 .then_some(())
         },
     );
+    // What happened is in the pods' events, as `kubectl describe` shows them.
+    eventually("kubelet's events", WAIT, || {
+        let events = cloud.get(&["events"])?;
+        let reasons = |pod: &str| -> Vec<String> {
+            events["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| {
+                    e["involvedObject"]["name"] == pod && e["source"]["component"] == "kubelet"
+                })
+                .filter_map(|e| e["reason"].as_str().map(str::to_owned))
+                .collect()
+        };
+        let (web, crasher) = (reasons("web"), reasons("crasher"));
+        (["Created", "Started"]
+            .iter()
+            .all(|r| web.iter().any(|w| w == r))
+            && crasher.iter().any(|r| r == "BackOff"))
+        .then_some(())
+    });
+    let describe =
+        String::from_utf8_lossy(&cloud.kubectl(&["describe", "pod", "web"]).stdout).into_owned();
+    assert!(describe.contains("Started container app"), "{describe}");
+
     let out = cloud.kubectl(&["delete", "pod", "crasher", "--grace-period=0", "--force"]);
     assert!(
         out.status.success(),

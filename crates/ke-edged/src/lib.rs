@@ -10,6 +10,7 @@ mod clock;
 mod cloud;
 mod downward;
 mod env;
+mod events;
 mod host;
 mod logs;
 mod model;

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 use crate::downward::PodFacts;
+use crate::events::{self, Events};
 use crate::model::{Container, Pod, RestartPolicy};
 use crate::objects::Objects;
 use crate::probes::{self, Probes, Verdict};
@@ -45,6 +46,8 @@ const DEFAULT_GRACE: i64 = 30;
 struct Backoff {
     delay: Duration,
     not_before: Instant,
+    /// Whether this wait was told as a `BackOff` event.
+    announced: bool,
 }
 
 /// (pod UID, container name).
@@ -71,6 +74,7 @@ pub(crate) struct Pods {
     facts: NodeFacts,
     volumes: Volumes,
     probes: Probes,
+    events: Events,
     /// Pods bound to this node, by UID: the cloud's and the static ones.
     desired: HashMap<String, Pod>,
     /// Where static pods come from (`staticPodPath`), if anywhere.
@@ -112,7 +116,9 @@ impl Pods {
     ) -> Pods {
         let static_source =
             (!static_pod_path.is_empty()).then(|| StaticPods::new(static_pod_path, &node));
+        let events = Events::new(bus.clone(), node.clone());
         Pods {
+            events,
             static_source,
             mirrors: HashMap::new(),
             mirror_lost: false,
@@ -654,9 +660,22 @@ impl Pods {
                     return Ok(wait);
                 }
                 // A container left `Created` failed to start: it is retried like an exit.
-                if (exited && !pod.spec.restart_policy.restarts(exit_code))
-                    || self.backing_off(&key)
-                {
+                if exited && !pod.spec.restart_policy.restarts(exit_code) {
+                    return Ok(wait);
+                }
+                if self.backing_off(&key) {
+                    if let Some(backoff) = self.backoff.get_mut(&key)
+                        && !std::mem::replace(&mut backoff.announced, true)
+                    {
+                        let message = format!(
+                            "Back-off restarting failed container {} in pod {}",
+                            container.name,
+                            pod.full_name()
+                        );
+                        let name = Some(container.name.as_str());
+                        self.events
+                            .record(pod, name, events::Type::Warning, "BackOff", message);
+                    }
                     return Ok(wait);
                 }
                 let delay = self
@@ -668,19 +687,33 @@ impl Pods {
                     Backoff {
                         delay,
                         not_before: Instant::now() + delay,
+                        announced: false,
                     },
                 );
                 c.metadata.as_ref().map_or(0, |m| m.attempt) + 1
             }
         };
+        let name = Some(container.name.as_str());
         match self.start(runtime, pod, container, sandbox, attempt).await {
             Ok(()) => {
                 self.held.remove(&key);
+                let created = format!("Created container {}", container.name);
+                self.events
+                    .record(pod, name, events::Type::Normal, "Created", created);
+                let started = format!("Started container {}", container.name);
+                self.events
+                    .record(pod, name, events::Type::Normal, "Started", started);
             }
             Err(err) => {
                 tracing::warn!(pod = %pod.full_name(), container = %container.name, reason = err.reason(), error = %err, "container not started");
-                self.held
-                    .insert(key, (err.reason().to_owned(), err.to_string()));
+                let held = (err.reason().to_owned(), err.to_string());
+                // Told once per distinct failure, not on every sync.
+                if self.held.get(&key) != Some(&held) {
+                    let message = format!("Error: {err}");
+                    self.events
+                        .record(pod, name, events::Type::Warning, "Failed", message);
+                }
+                self.held.insert(key, held);
             }
         }
         Ok(wait)
@@ -823,6 +856,19 @@ impl Pods {
             return;
         }
         tracing::info!(pod = %pod.full_name(), container = %container.name, "container failed its liveness probe; it will be restarted");
+        let name = Some(container.name.as_str());
+        let unhealthy = format!(
+            "Container {} failed its liveness or startup probe",
+            container.name
+        );
+        self.events
+            .record(pod, name, events::Type::Warning, "Unhealthy", unhealthy);
+        let killing = format!(
+            "Container {} failed its probe, will be restarted",
+            container.name
+        );
+        self.events
+            .record(pod, name, events::Type::Normal, "Killing", killing);
         let (runtime, id, grace) = (runtime.clone(), id.to_owned(), Self::grace_period(pod));
         self.tasks.spawn(async move {
             if let Err(err) = runtime.stop_container(&id, grace).await {
@@ -840,6 +886,11 @@ impl Pods {
             return;
         }
         let grace = Self::grace_period(pod);
+        for name in current.containers.keys() {
+            let message = format!("Stopping container {name}");
+            self.events
+                .record(pod, Some(name), events::Type::Normal, "Killing", message);
+        }
         let (runtime, bus, name) = (runtime.clone(), self.bus.clone(), pod.full_name());
         let resource = wire_resource(pod, resource_type::POD);
         self.tasks.spawn(async move {

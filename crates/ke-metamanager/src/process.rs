@@ -130,6 +130,9 @@ enum Plan {
     /// An edge module creates something in the cloud (registration, lease, event): send if
     /// connected, fail otherwise — the caller retries.
     Forward,
+    /// An event from the edge: sent if connected, dropped otherwise. The cloud does not answer
+    /// events, so nothing waits for one.
+    Event,
     Query(WireResource),
     /// A cloud answer nobody waits for any more (its requester timed out): store and ACK it so
     /// the cloud stops resending.
@@ -150,6 +153,11 @@ fn classify(message: &Message) -> Plan {
     let resource = WireResource::parse(&route.resource).ok();
     let from_edge = EDGE_SOURCES.contains(&route.source.as_str());
     match (route.operation.as_str(), from_edge, resource) {
+        (operation::INSERT | operation::UPDATE | operation::PATCH, true, Some(resource))
+            if resource.resource_type == resource_type::EVENT =>
+        {
+            Plan::Event
+        }
         (operation::QUERY, true, Some(resource)) => Plan::Query(resource),
         (operation::INSERT, true, _) => Plan::Forward,
         (operation::UPDATE | operation::PATCH | operation::DELETE, true, _) => Plan::Report,
@@ -276,6 +284,13 @@ async fn after_commit(
                     &message,
                     error_reply(&message, "the cloud is not connected"),
                 );
+            }
+        }
+        Plan::Event => {
+            if state.connected() {
+                send_to_hub(bus, message).await;
+            } else {
+                tracing::debug!(resource = %message.router.resource, "event dropped: the cloud is not connected");
             }
         }
         Plan::Query(resource) => {
