@@ -7,10 +7,10 @@
 //! - [`topic`]: topic names, filters and matching.
 //!
 //! - [`broker`]: the broker edgecore embeds, over TCP and for in-process subscribers.
-//!
-//! The client for an external broker (issue 9) comes next.
+//! - [`client`]: a client that stays connected to an external broker (mosquitto).
 
 pub mod broker;
+pub mod client;
 pub mod codec;
 pub mod topic;
 
