@@ -9,8 +9,9 @@
 //! broker's memory. In-process subscribers ([`Broker::subscribe`]) are sessions too, which is
 //! how eventbus takes `$hw/events/...` traffic without a socket.
 //!
-//! Not yet: TLS listeners, a subscription trie (matching scans every session's filters, fine
-//! for a node's hundreds of clients).
+//! TLS is the caller's: [`Broker::serve_tls`] takes the rustls server config (edgecore builds
+//! it from `tlsMqtt*` files). Not yet: a subscription trie (matching scans every session's
+//! filters, fine for a node's hundreds of clients).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,6 +102,26 @@ impl Broker {
 
     /// Accepts MQTT clients on `listener` until `cancel`.
     pub async fn serve(&self, listener: TcpListener, cancel: CancellationToken) {
+        self.accept(listener, None, cancel).await;
+    }
+
+    /// Accepts MQTT clients over TLS (`mqtts`) on `listener` until `cancel`.
+    pub async fn serve_tls(
+        &self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        cancel: CancellationToken,
+    ) {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        self.accept(listener, Some(acceptor), cancel).await;
+    }
+
+    async fn accept(
+        &self,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        cancel: CancellationToken,
+    ) {
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -109,10 +130,20 @@ impl Broker {
             match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let broker = self.clone();
-                    let cancel = cancel.clone();
+                    let (broker, cancel, tls) = (self.clone(), cancel.clone(), tls.clone());
                     tokio::spawn(async move {
-                        if let Err(reason) = broker.connection(stream, cancel).await {
+                        let timeout = broker.shared.config.connect_timeout;
+                        let served = match tls {
+                            None => broker.connection(stream, cancel).await,
+                            Some(tls) => {
+                                match tokio::time::timeout(timeout, tls.accept(stream)).await {
+                                    Ok(Ok(stream)) => broker.connection(stream, cancel).await,
+                                    Ok(Err(err)) => Err(format!("TLS handshake: {err}")),
+                                    Err(_) => Err("no TLS handshake in time".into()),
+                                }
+                            }
+                        };
+                        if let Err(reason) = served {
                             tracing::debug!(%peer, reason, "MQTT connection closed");
                         }
                     });

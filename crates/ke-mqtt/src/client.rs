@@ -8,10 +8,11 @@
 //! broker restart loses none of them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,8 @@ pub struct ClientConfig {
     /// Messages waiting to be published, and received messages not yet taken.
     pub queue: usize,
     pub max_packet: usize,
+    /// TLS (`mqtts`), with the server name the broker's certificate must carry.
+    pub tls: Option<(Arc<rustls::ClientConfig>, String)>,
 }
 
 #[derive(Clone)]
@@ -124,11 +127,32 @@ struct Connection<'a> {
 impl Connection<'_> {
     async fn serve(self) -> Result<Ended, String> {
         let config = self.config;
-        let mut stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&config.address))
+        let tcp = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&config.address))
             .await
             .map_err(|_| format!("no connection within {DIAL_TIMEOUT:?}"))?
             .map_err(|e| e.to_string())?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        match &config.tls {
+            None => self.session(tcp).await,
+            Some((tls, server_name)) => {
+                let name = rustls::pki_types::ServerName::try_from(server_name.clone())
+                    .map_err(|e| format!("{server_name}: {e}"))?;
+                let handshake =
+                    tokio_rustls::TlsConnector::from(Arc::clone(tls)).connect(name, tcp);
+                let stream = tokio::time::timeout(DIAL_TIMEOUT, handshake)
+                    .await
+                    .map_err(|_| "no TLS handshake in time".to_owned())?
+                    .map_err(|e| format!("TLS handshake: {e}"))?;
+                self.session(stream).await
+            }
+        }
+    }
+
+    async fn session<S>(self, mut stream: S) -> Result<Ended, String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let config = self.config;
         let (username, password) = match &config.credentials {
             Some((user, password)) => (Some(user.clone()), Some(password.clone().into())),
             None => (None, None),
@@ -255,13 +279,17 @@ fn publish_packet(message: &Message, packet_id: Option<u16>, dup: bool) -> Packe
     })
 }
 
-async fn write(stream: &mut TcpStream, packet: &Packet) -> Result<(), String> {
+async fn write<S: AsyncWrite + Unpin>(stream: &mut S, packet: &Packet) -> Result<(), String> {
     let mut out = BytesMut::new();
     codec::encode(packet, &mut out);
     stream.write_all(&out).await.map_err(|e| e.to_string())
 }
 
-async fn read(stream: &mut TcpStream, buffer: &mut BytesMut, max: usize) -> Result<Packet, String> {
+async fn read<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buffer: &mut BytesMut,
+    max: usize,
+) -> Result<Packet, String> {
     let mut read_buf = [0u8; 1024];
     loop {
         if let Some(packet) = codec::decode(buffer, max).map_err(|e| e.to_string())? {

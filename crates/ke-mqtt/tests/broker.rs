@@ -272,3 +272,102 @@ fn garbage_and_silent_clients_are_disconnected_and_others_are_served() {
     let out = publish(broker.port, &["-t", "still/here", "-m", "x"]);
     succeeded(&out);
 }
+
+#[test]
+fn tls_clients_connect_with_the_ca_and_plain_ones_are_refused() {
+    use std::time::SystemTime;
+
+    let ca = ke_pki::CertificateAuthority::generate(SystemTime::now()).unwrap();
+    let spec = ke_pki::ServerCertSpec {
+        ips: vec!["127.0.0.1".parse().unwrap()],
+        dns_names: vec!["localhost".into()],
+    };
+    let cert = ke_pki::ServerCert::issue(&ca, &spec, SystemTime::now()).unwrap();
+    let server =
+        ke_pki::tls::server_config_optional_client_cert(ca.ca_der(), cert.cert_der(), cert.key())
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, ca.ca_pem()).unwrap();
+
+    let running = start(BrokerConfig::default());
+    let listener = running
+        .runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (serving, token) = (running.broker.clone(), running.cancel.clone());
+    running.runtime.spawn(async move {
+        serving
+            .serve_tls(listener, std::sync::Arc::new(server), token)
+            .await
+    });
+
+    let mut inbox = running
+        .broker
+        .subscribe("eventbus", &["$hw/events/upload/#"]);
+    let ca_path = ca_file.to_str().unwrap();
+    let tls = publish(
+        port,
+        &[
+            "--cafile",
+            ca_path,
+            "-q",
+            "1",
+            "-t",
+            "$hw/events/upload/a",
+            "-m",
+            "sealed",
+        ],
+    );
+    succeeded(&tls);
+    let got = running
+        .runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(5), inbox.recv()).await })
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got.payload[..], b"sealed");
+    let plain = publish(port, &["-t", "$hw/events/upload/a", "-m", "open"]);
+    assert!(
+        !plain.status.success(),
+        "plain MQTT on the TLS port was accepted"
+    );
+
+    // Our client over TLS, trusting only the CA.
+    let client_tls = ke_pki::tls::client_config_ca_only(ca.ca_der()).unwrap();
+    let cancel = CancellationToken::new();
+    let (_client, mut incoming) = running.runtime.block_on(async {
+        ke_mqtt::client::connect(
+            ke_mqtt::client::ClientConfig {
+                address: format!("127.0.0.1:{port}"),
+                client_id: "tls-client".into(),
+                keep_alive: Duration::from_secs(5),
+                credentials: None,
+                subscriptions: vec![("tls/#".into(), QoS::AtLeastOnce)],
+                queue: 10,
+                max_packet: 1 << 20,
+                tls: Some((std::sync::Arc::new(client_tls), "localhost".into())),
+            },
+            cancel.clone(),
+        )
+    });
+    let got = running.runtime.block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(tokio::time::Instant::now() < deadline, "nothing over TLS");
+            running.broker.publish(Message {
+                topic: "tls/x".into(),
+                payload: Bytes::from_static(b"both ends"),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+            });
+            if let Ok(Some(m)) =
+                tokio::time::timeout(Duration::from_millis(300), incoming.recv()).await
+            {
+                return m;
+            }
+        }
+    });
+    assert_eq!(&got.payload[..], b"both ends");
+    cancel.cancel();
+}

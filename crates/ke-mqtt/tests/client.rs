@@ -131,6 +131,7 @@ fn the_client_survives_a_broker_restart_and_loses_no_qos1_message() {
                 subscriptions: vec![("$hw/events/device/+/+/twin/+".into(), QoS::AtLeastOnce)],
                 queue: 100,
                 max_packet: 1 << 20,
+                tls: None,
             },
             cancel.clone(),
         )
