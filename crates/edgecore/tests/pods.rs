@@ -28,6 +28,8 @@ fn manifests(name: &str, image: &str) -> String {
          - {{name: LABEL, value: '$(POD_NAME)-$(GREETING)-$$(KEPT)'}}\n\
          ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: crasher, namespace: default}}\nspec:\n  nodeName: {NODE}\n  \
          containers:\n  - {{name: app, image: {image}, imagePullPolicy: IfNotPresent, command: [sh, -c, 'echo disk full > /dev/termination-log; exit 3']}}\n\
+         ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: unpullable, namespace: default}}\nspec:\n  nodeName: {NODE}\n  \
+         containers:\n  - {{name: app, image: 'registry.invalid/nothing:0', imagePullPolicy: IfNotPresent}}\n\
          ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: chatty, namespace: default}}\nspec:\n  nodeName: {NODE}\n  \
          terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, image: {image}, imagePullPolicy: IfNotPresent, \
          command: [sh, -c, 'while true; do echo 0123456789012345678901234567890123456789012345678901234567890123456789; done']}}\n"
@@ -149,6 +151,28 @@ fn a_pod_runs_reports_running_and_is_removed_when_deleted() {
     assert!(describe.contains("Started container app"), "{describe}");
 
     let out = cloud.kubectl(&["delete", "pod", "crasher", "--grace-period=0", "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // An image that cannot be pulled holds back only its own pod (the others above started
+    // meanwhile), and says why.
+    eventually(
+        "unpullable in ImagePullBackOff",
+        Duration::from_secs(60),
+        || {
+            let pod = cloud.get(&["pod", "unpullable"])?;
+            let waiting = &pod["status"]["containerStatuses"][0]["state"]["waiting"];
+            (waiting["reason"] == "ImagePullBackOff"
+                && waiting["message"]
+                    .as_str()?
+                    .contains("registry.invalid/nothing:0"))
+            .then_some(())
+        },
+    );
+    let out = cloud.kubectl(&["delete", "pod", "unpullable", "--grace-period=0", "--force"]);
     assert!(
         out.status.success(),
         "{}",

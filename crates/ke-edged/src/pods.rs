@@ -37,6 +37,8 @@ const BACKOFF_RESET: Duration = Duration::from_secs(600);
 /// How often written volumes are compared with their ConfigMaps and Secrets even without an
 /// update from the cloud (one may have changed while edgecore was down).
 const VOLUME_REFRESH: Duration = Duration::from_secs(60);
+/// How long a failed image pull waits before the next (`ImagePullBackOff`).
+const PULL_BACKOFF: Duration = Duration::from_secs(10);
 /// Sandboxes started at once.
 const SANDBOX_STARTS: usize = 8;
 /// kubelet's default `terminationGracePeriodSeconds`.
@@ -59,6 +61,11 @@ pub(crate) enum Done {
     Terminated { uid: String, ok: bool },
     /// A container that failed its liveness probe was stopped.
     Killed { container_id: String },
+    /// An image pull ended.
+    Pulled {
+        image: String,
+        result: Result<(), String>,
+    },
 }
 
 /// What the node contributes to every pod.
@@ -103,6 +110,11 @@ pub(crate) struct Pods {
     killing: HashSet<String>,
     /// The containers running at the end of the last sync.
     running: Vec<String>,
+    /// Images being pulled (in background tasks: a large image over a slow link must not hold
+    /// up every other pod), just pulled, and failed pulls with when to try again.
+    pulling: HashSet<String>,
+    pulled: HashSet<String>,
+    pull_failed: HashMap<String, (String, Instant)>,
     tasks: JoinSet<Done>,
 }
 
@@ -138,6 +150,9 @@ impl Pods {
             confirmed: HashSet::new(),
             killing: HashSet::new(),
             running: Vec::new(),
+            pulling: HashSet::new(),
+            pulled: HashSet::new(),
+            pull_failed: HashMap::new(),
             tasks: JoinSet::new(),
         }
     }
@@ -412,6 +427,20 @@ impl Pods {
             Done::Killed { container_id } => {
                 self.killing.remove(&container_id);
             }
+            Done::Pulled { image, result } => {
+                self.pulling.remove(&image);
+                match result {
+                    Ok(()) => {
+                        self.pull_failed.remove(&image);
+                        self.pulled.insert(image);
+                    }
+                    Err(message) => {
+                        tracing::warn!(%image, message, "image pull failed");
+                        let retry = Instant::now() + PULL_BACKOFF;
+                        self.pull_failed.insert(image, (message, retry));
+                    }
+                }
+            }
         }
     }
 
@@ -485,6 +514,8 @@ impl Pods {
         self.held.retain(|(uid, _), _| desired.contains_key(uid));
         self.prepared.retain(|uid, _| desired.contains_key(uid));
         self.arrived.retain(|uid, _| desired.contains_key(uid));
+        let now = Instant::now();
+        self.pull_failed.retain(|_, (_, retry)| *retry > now);
         self.confirmed.retain(|uid| desired.contains_key(uid));
     }
 
@@ -707,8 +738,9 @@ impl Pods {
             Err(err) => {
                 tracing::warn!(pod = %pod.full_name(), container = %container.name, reason = err.reason(), error = %err, "container not started");
                 let held = (err.reason().to_owned(), err.to_string());
-                // Told once per distinct failure, not on every sync.
-                if self.held.get(&key) != Some(&held) {
+                // Told once per distinct failure, not on every sync; a pull is not a failure.
+                let pulling = matches!(err, StartError::Pulling(_));
+                if !pulling && self.held.get(&key) != Some(&held) {
                     let message = format!("Error: {err}");
                     self.events
                         .record(pod, name, events::Type::Warning, "Failed", message);
@@ -727,6 +759,7 @@ impl Pods {
         sandbox: &mut SandboxRef<'_>,
         attempt: u32,
     ) -> Result<(), StartError> {
+        let image = self.image(runtime, pod, container).await?;
         let facts = self.pod_facts(runtime, pod, sandbox).await;
         let bus = self.bus.clone();
         let mut objects = Objects::new(&bus, pod.namespace());
@@ -774,8 +807,50 @@ impl Pods {
             mounts,
             attempt,
         };
-        runtime.start_container(pod, container, start).await?;
+        runtime
+            .start_container(pod, container, &image, start)
+            .await?;
         Ok(())
+    }
+
+    /// The image `container` starts from; a pull it needs is started in the background and
+    /// the container waits (`ContainerCreating`) until it is done.
+    async fn image(
+        &mut self,
+        runtime: &Runtime,
+        pod: &Pod,
+        container: &Container,
+    ) -> Result<api::Image, StartError> {
+        let name = &container.image;
+        if let Some((message, retry)) = self.pull_failed.get(name)
+            && Instant::now() < *retry
+        {
+            return Err(StartError::Image {
+                reason: "ImagePullBackOff",
+                message: message.clone(),
+            });
+        }
+        let just_pulled = self.pulled.remove(name);
+        if let Some(image) = runtime.usable_image(container, just_pulled).await? {
+            return Ok(image);
+        }
+        if self.pulling.insert(name.clone()) {
+            let message = format!("Pulling image {name:?}");
+            let container_name = Some(container.name.as_str());
+            self.events.record(
+                pod,
+                container_name,
+                events::Type::Normal,
+                "Pulling",
+                message,
+            );
+            let (runtime, image) = (runtime.clone(), name.clone());
+            self.tasks.spawn(async move {
+                let result = runtime.pull(&image).await;
+                Done::Pulled { image, result }
+            });
+        }
+        Err(StartError::Pulling(format!("Pulling image {name:?}")))
     }
 
     async fn prepare_volumes(

@@ -37,6 +37,9 @@ pub enum StartError {
     /// `CreateContainerConfigError`: the pod asks for something that cannot be given yet.
     #[error("{0}")]
     Config(String),
+    /// Not an error yet: the image is being pulled (`ContainerCreating`).
+    #[error("{0}")]
+    Pulling(String),
     /// `CreateContainerError` / `RunContainerError`.
     #[error("{error}")]
     Runtime {
@@ -50,6 +53,7 @@ impl StartError {
         match self {
             StartError::Image { reason, .. } | StartError::Runtime { reason, .. } => reason,
             StartError::Config(_) => "CreateContainerConfigError",
+            StartError::Pulling(_) => "ContainerCreating",
         }
     }
 }
@@ -281,30 +285,42 @@ impl Runtime {
             .pod_sandbox_id)
     }
 
-    /// The image of `container`, pulled if its pull policy asks for it; its configured user.
-    async fn ensure_image(&self, container: &Container) -> Result<api::Image, StartError> {
+    /// The image `container` can start from without a pull (its pull policy allows the one
+    /// present; `Always` accepts one only right after its pull), or `None` if it needs one.
+    pub async fn usable_image(
+        &self,
+        container: &Container,
+        just_pulled: bool,
+    ) -> Result<Option<api::Image>, StartError> {
         let image = &container.image;
-        let runtime_error = |error| StartError::Runtime {
-            reason: "ErrImagePull",
-            error,
-        };
         let policy = container
             .image_pull_policy
             .as_deref()
             .unwrap_or("IfNotPresent");
-        if policy != "Always"
-            && let Some(present) = self.cri.image_status(image).await.map_err(runtime_error)?
-        {
-            return Ok(present);
+        if policy == "Always" && !just_pulled {
+            return Ok(None);
         }
-        if policy == "Never" {
-            return Err(StartError::Image {
+        let present = self
+            .cri
+            .image_status(image)
+            .await
+            .map_err(|error| StartError::Runtime {
+                reason: "ErrImagePull",
+                error,
+            })?;
+        match present {
+            None if policy == "Never" => Err(StartError::Image {
                 reason: "ErrImageNeverPull",
                 message: format!(
                     "Container image {image:?} is not present with pull policy of Never"
                 ),
-            });
+            }),
+            present => Ok(present),
         }
+    }
+
+    /// Pulls `image`; no deadline, a large image over a slow link takes what it takes.
+    pub async fn pull(&self, image: &str) -> Result<(), String> {
         self.cri
             .image()
             .pull_image(api::PullImageRequest {
@@ -313,18 +329,8 @@ impl Runtime {
                 sandbox_config: None,
             })
             .await
-            .map_err(|s| StartError::Image {
-                reason: "ErrImagePull",
-                message: format!("failed to pull image {image:?}: {}", s.message()),
-            })?;
-        self.cri
-            .image_status(image)
-            .await
-            .map_err(runtime_error)?
-            .ok_or_else(|| StartError::Image {
-                reason: "ErrImagePull",
-                message: format!("image {image:?} is missing after its pull"),
-            })
+            .map(|_| ())
+            .map_err(|s| format!("failed to pull image {image:?}: {}", s.message()))
     }
 
     /// Creates and starts `container` of `pod`.
@@ -332,9 +338,9 @@ impl Runtime {
         &self,
         pod: &Pod,
         container: &Container,
+        image: &api::Image,
         start: Start<'_>,
     ) -> Result<String, StartError> {
-        let image = self.ensure_image(container).await?;
         // kubelet: an image that names no user runs as root.
         let image_user = match (&image.uid, image.username.as_str()) {
             (Some(uid), _) => (Some(uid.value), ""),
