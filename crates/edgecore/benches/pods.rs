@@ -93,17 +93,12 @@ fn edge_latencies(log: &str) -> Vec<f64> {
 }
 
 fn main() {
-    let endpoint = testenv("KE_CRI_ENDPOINT");
     let image = testenv("KE_BUSYBOX_IMAGE");
     let dir = tempfile::tempdir().unwrap();
     let mut cloud = Cloud::start(dir.path());
-    let config = cloud.edge_config(
-        &dir.path().join("edge"),
-        NODE,
-        &[(&["containerRuntimeEndpoint"], &endpoint)],
-    );
+    let config = cloud.runtime_edge_config(&dir.path().join("edge"), NODE, &[]);
     let mut edge = cloud.start_registered_edge(&config, NODE);
-    let cri = Cri::connect(&endpoint);
+    let cri = Cri::testenv();
     std::thread::sleep(Duration::from_secs(5));
     let rss_idle = rss_mib(edge.pid());
 

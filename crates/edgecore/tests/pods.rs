@@ -38,15 +38,13 @@ fn manifests(name: &str, image: &str) -> String {
 
 #[test]
 fn a_pod_runs_reports_running_and_is_removed_when_deleted() {
-    let endpoint = testenv("KE_CRI_ENDPOINT");
     let image = testenv("KE_BUSYBOX_IMAGE");
     let dir = tempfile::tempdir().unwrap();
     let cloud = Cloud::start(dir.path());
-    let config = cloud.edge_config(
+    let config = cloud.runtime_edge_config(
         &dir.path().join("edge"),
         NODE,
         &[
-            (&["containerRuntimeEndpoint"], &endpoint),
             (&["containerLogMaxSize"], "16Ki"),
             (&["containerLogMaxFiles"], "2"),
             (&["containerLogMonitorInterval"], "1s"),
@@ -86,7 +84,7 @@ fn a_pod_runs_reports_running_and_is_removed_when_deleted() {
         "{table}"
     );
 
-    let cri = Cri::connect(&endpoint);
+    let cri = Cri::testenv();
     assert_eq!(cri.sandboxes_of(&uid).len(), 1);
     let container = pod["status"]["containerStatuses"][0]["containerID"]
         .as_str()

@@ -153,18 +153,13 @@ fn apply(cloud: &Cloud, dir: &std::path::Path, text: &str) {
 #[test]
 fn a_deployment_runs_ready_with_its_config_survives_an_offline_reboot_and_is_deleted() {
     let _turn = runtime_turn();
-    let endpoint = testenv("KE_CRI_ENDPOINT");
     let image = testenv("KE_BUSYBOX_IMAGE");
     let dir = tempfile::tempdir().unwrap();
     let cloud = Cloud::start(dir.path());
     let edge_dir = dir.path().join("edge");
-    let config = cloud.edge_config(
-        &edge_dir,
-        NODE,
-        &[(&["containerRuntimeEndpoint"], &endpoint)],
-    );
+    let config = cloud.runtime_edge_config(&edge_dir, NODE, &[]);
     let mut edge = cloud.start_registered_edge(&config, NODE);
-    let cri = Cri::connect(&endpoint);
+    let cri = Cri::testenv();
 
     apply(
         &cloud,
@@ -352,16 +347,11 @@ fn a_deployment_runs_ready_with_its_config_survives_an_offline_reboot_and_is_del
 fn a_static_pod_runs_from_its_manifest_and_shows_as_a_mirror_pod() {
     let _turn = runtime_turn();
     const STATIC_NODE: &str = "edge-s";
-    let endpoint = testenv("KE_CRI_ENDPOINT");
     let image = testenv("KE_BUSYBOX_IMAGE");
     let dir = tempfile::tempdir().unwrap();
     let cloud = Cloud::start(dir.path());
     let edge_dir = dir.path().join("edge");
-    let config = cloud.edge_config(
-        &edge_dir,
-        STATIC_NODE,
-        &[(&["containerRuntimeEndpoint"], &endpoint)],
-    );
+    let config = cloud.runtime_edge_config(&edge_dir, STATIC_NODE, &[]);
     let manifests = edge_dir.join("etc/kubeedge/manifests");
     std::fs::create_dir_all(&manifests).unwrap();
     let manifest = manifests.join("agent.yaml");
@@ -375,7 +365,7 @@ fn a_static_pod_runs_from_its_manifest_and_shows_as_a_mirror_pod() {
     )
     .unwrap();
     let mut edge = cloud.start_registered_edge(&config, STATIC_NODE);
-    let cri = Cri::connect(&endpoint);
+    let cri = Cri::testenv();
 
     let name = format!("agent-{STATIC_NODE}");
     let mirror = eventually("the mirror pod Running", Duration::from_secs(60), || {

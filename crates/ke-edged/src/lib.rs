@@ -203,6 +203,8 @@ impl Module for Edged {
             log_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut static_scan = tokio::time::interval(STATIC_POD_SCAN);
             static_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Just read by `load_static`; the next read is a period away (or at registration).
+            static_scan.reset();
             let mut runtime: Option<runtime::Runtime> = None;
             let mut pod_sync = tokio::time::interval(POD_SYNC);
             pod_sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -231,7 +233,7 @@ impl Module for Edged {
                     _ = log_check.tick() => {
                         if let Some(runtime) = &runtime {
                             let ids = pods.running_containers();
-                            self.settings.log_policy.rotate(runtime, &ids).await;
+                            self.settings.log_policy.rotate(runtime, ids).await;
                         }
                     }
                     _ = static_scan.tick() => {

@@ -110,6 +110,8 @@ pub(crate) struct Pods {
     killing: HashSet<String>,
     /// The containers running at the end of the last sync.
     running: Vec<String>,
+    /// Statuses of exited containers, by ID (they no longer change).
+    exited: HashMap<String, api::ContainerStatus>,
     /// Images being pulled (in background tasks: a large image over a slow link must not hold
     /// up every other pod), just pulled, and failed pulls with when to try again.
     pulling: HashSet<String>,
@@ -150,6 +152,7 @@ impl Pods {
             confirmed: HashSet::new(),
             killing: HashSet::new(),
             running: Vec::new(),
+            exited: HashMap::new(),
             pulling: HashSet::new(),
             pulled: HashSet::new(),
             pull_failed: HashMap::new(),
@@ -394,8 +397,8 @@ impl Pods {
     }
 
     /// The IDs of the containers running at the last sync.
-    pub fn running_containers(&self) -> Vec<String> {
-        self.running.clone()
+    pub fn running_containers(&self) -> &[String] {
+        &self.running
     }
 
     /// Resolves when some probe verdict changed (then a sync reports it).
@@ -486,6 +489,11 @@ impl Pods {
                 .filter(|c| c.state == api::ContainerState::ContainerRunning as i32)
                 .map(|c| c.id.clone())
                 .collect();
+            let listed: HashSet<String> = after
+                .values()
+                .flat_map(|pod| pod.containers.values().chain(pod.previous.values()))
+                .map(|c| c.id.clone())
+                .collect();
             for uid in live {
                 let current = after.remove(&uid).unwrap_or_default();
                 if let Some(pod) = self.desired.get(&uid).cloned() {
@@ -494,6 +502,7 @@ impl Pods {
             }
             self.probes.retain(&running_ids);
             self.running = running_ids.into_iter().collect();
+            self.exited.retain(|id, _| listed.contains(id));
         }
         for (uid, orphan) in &running {
             if !self.desired.contains_key(uid) && !self.terminating.contains(uid) {
@@ -678,7 +687,9 @@ impl Pods {
                 return Ok(wait);
             }
             Some(c) => {
-                let status = runtime.container_status(&c.id).await?;
+                let status = self
+                    .container_status(runtime, pod, container, Some(&c.id))
+                    .await?;
                 let exit_code = status.as_ref().map_or(0, |s| s.exit_code);
                 let exited = status
                     .as_ref()
@@ -1044,6 +1055,29 @@ impl Pods {
         }
     }
 
+    /// A container's status. An exited container's never changes: it is read once, with its
+    /// termination message, and kept while the container exists.
+    async fn container_status(
+        &mut self,
+        runtime: &Runtime,
+        pod: &Pod,
+        container: &Container,
+        id: Option<&str>,
+    ) -> Result<Option<api::ContainerStatus>, ke_cri::CriError> {
+        let Some(id) = id else { return Ok(None) };
+        if let Some(exited) = self.exited.get(id) {
+            return Ok(Some(exited.clone()));
+        }
+        let Some(mut status) = runtime.container_status(id).await? else {
+            return Ok(None);
+        };
+        if status.state == api::ContainerState::ContainerExited as i32 {
+            status.message = termination_message(&self.volumes, pod, container, &status);
+            self.exited.insert(id.to_owned(), status.clone());
+        }
+        Ok(Some(status))
+    }
+
     /// One container as the status reports it; starts the probes of a running one.
     async fn observe(
         &mut self,
@@ -1054,21 +1088,20 @@ impl Pods {
         pod_ip: &str,
         init: bool,
     ) -> Observed {
-        let volumes = &self.volumes;
-        let status_of = |c: Option<&api::Container>| {
-            let id = c.map(|c| c.id.clone());
-            async move {
-                let mut status = runtime.container_status(&id?).await.ok().flatten()?;
-                if status.state == api::ContainerState::ContainerExited as i32 {
-                    status.message = termination_message(volumes, pod, container, &status);
-                }
-                Some(status)
-            }
-        };
         let name = &container.name;
         let key = (pod.uid().to_owned(), name.clone());
-        let current_status = status_of(current.containers.get(name)).await;
-        let previous = status_of(current.previous.get(name)).await;
+        let current_id = current.containers.get(name).map(|c| c.id.as_str());
+        let previous_id = current.previous.get(name).map(|c| c.id.as_str());
+        let current_status = self
+            .container_status(runtime, pod, container, current_id)
+            .await
+            .ok()
+            .flatten();
+        let previous = self
+            .container_status(runtime, pod, container, previous_id)
+            .await
+            .ok()
+            .flatten();
         let exited = current_status
             .as_ref()
             .is_some_and(|s| s.state == api::ContainerState::ContainerExited as i32);

@@ -172,6 +172,19 @@ impl Cloud {
         std::fs::write(&path, &text).unwrap();
         path
     }
+
+    /// Like [`Cloud::edge_config`], with the node's pods on the test environment's containerd.
+    pub fn runtime_edge_config(
+        &self,
+        dir: &Path,
+        node: &str,
+        edits: &[(&[&str], &str)],
+    ) -> PathBuf {
+        let endpoint = testenv("KE_CRI_ENDPOINT");
+        let mut all: Vec<(&[&str], &str)> = vec![(&["containerRuntimeEndpoint"], &endpoint)];
+        all.extend_from_slice(edits);
+        self.edge_config(dir, node, &all)
+    }
 }
 
 /// The port of `metaManager.metaServer.server` in an edgecore config.
@@ -217,6 +230,11 @@ pub struct Cri {
 }
 
 impl Cri {
+    /// The test environment's containerd (`KE_CRI_ENDPOINT`).
+    pub fn testenv() -> Cri {
+        Cri::connect(&testenv("KE_CRI_ENDPOINT"))
+    }
+
     pub fn connect(endpoint: &str) -> Cri {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let client = runtime
