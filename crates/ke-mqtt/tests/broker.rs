@@ -371,3 +371,38 @@ fn tls_clients_connect_with_the_ca_and_plain_ones_are_refused() {
     assert_eq!(&got.payload[..], b"both ends");
     cancel.cancel();
 }
+
+#[test]
+fn qos2_publishes_complete_and_wills_announce_a_lost_client() {
+    let broker = start(BrokerConfig::default());
+    let watcher = subscribe(
+        broker.port,
+        &["-v", "-C", "2", "-W", "10", "-t", "status/#"],
+    );
+    // mosquitto_pub -q 2 only exits 0 after PUBREC, PUBREL and PUBCOMP.
+    succeeded(&publish(
+        broker.port,
+        &["-q", "2", "-t", "status/pub", "-m", "exactly once"],
+    ));
+    // A client that dies without DISCONNECT: its will is published.
+    let mut doomed = client(
+        "mosquitto_sub",
+        broker.port,
+        &[
+            "--will-topic",
+            "status/doomed",
+            "--will-payload",
+            "gone",
+            "-t",
+            "unused",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+    let seen = output_of(watcher);
+    assert!(seen.contains("status/pub exactly once"), "{seen}");
+    assert!(seen.contains("status/doomed gone"), "{seen}");
+}
