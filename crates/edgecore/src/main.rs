@@ -1,6 +1,6 @@
 //! edgecore: the agent on each edge node. One small binary: it must never link API-server or
 //! Kubernetes-client code. Modules are registered here as they are built (edgehub, metamanager,
-//! edged's node lifecycle today; pods, eventbus, devicetwin, servicebus, edgestream next).
+//! edged, eventbus; devicetwin, servicebus, edgestream next).
 
 use std::process::ExitCode;
 
@@ -10,6 +10,7 @@ use ke_config::EdgeCoreConfig;
 use ke_daemon::Component;
 use ke_edged::{Edged, EdgedSettings};
 use ke_edgehub::{EdgeHub, EdgeHubSettings};
+use ke_eventbus::{EventBus, EventBusSettings, SubTopics};
 use ke_metamanager::{MetaManager, MetaManagerSettings};
 use ke_metaserver::MetaServer;
 
@@ -30,14 +31,20 @@ fn main() -> ExitCode {
             "config loaded"
         );
         let mut runtime = BusRuntime::new();
+        // The database first: other modules keep their tables in it.
+        let mut meta = if config.modules.meta_manager.enable {
+            let settings = MetaManagerSettings::from_config(&config);
+            Some(MetaManager::open(settings).context("open the edge database")?)
+        } else {
+            None
+        };
         for module in config.enabled_modules() {
             match module {
                 ke_edgehub::MODULE_NAME => {
                     runtime.register(EdgeHub::new(EdgeHubSettings::from_config(&config)))?;
                 }
                 ke_metamanager::MODULE_NAME => {
-                    let settings = MetaManagerSettings::from_config(&config);
-                    let meta = MetaManager::open(settings).context("open the edge database")?;
+                    let meta = meta.take().context("metamanager opened twice")?;
                     let server = &config.modules.meta_manager.meta_server;
                     if server.enable {
                         let reader = meta.reader().context("open the edge database")?;
@@ -53,6 +60,14 @@ fn main() -> ExitCode {
                         runtime.register(metaserver)?;
                     }
                     runtime.register(meta)?;
+                }
+                ke_eventbus::MODULE_NAME => {
+                    let settings = EventBusSettings::from_config(&config)?;
+                    let topics = match &meta {
+                        Some(meta) => SubTopics::new(meta.connection()?),
+                        None => SubTopics::in_memory(),
+                    };
+                    runtime.register(EventBus::bind(settings, topics).await?)?;
                 }
                 ke_edged::MODULE_NAME => {
                     runtime.register(Edged::new(EdgedSettings::from_config(&config, &host)))?;

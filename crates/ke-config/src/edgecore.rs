@@ -125,13 +125,17 @@ impl EdgeCoreConfig {
                     mqtt_qos: 0,
                     mqtt_retain: false,
                     mqtt_session_queue_size: 100,
-                    mqtt_server_internal: "tcp://127.0.0.1:1884".into(),
+                    // Ours: the embedded broker on the port mappers dial by default
+                    // (upstream: 1884, behind an external broker on 1883).
+                    mqtt_server_internal: "tcp://127.0.0.1:1883".into(),
                     mqtt_server_external: "tcp://127.0.0.1:1883".into(),
                     mqtt_sub_client_id: String::new(),
                     mqtt_pub_client_id: String::new(),
                     mqtt_username: String::new(),
                     mqtt_password: String::new(),
-                    mqtt_mode: MQTT_MODE_EXTERNAL,
+                    // Ours: embedded by default, so a node needs no broker installed
+                    // (upstream: MQTT_MODE_EXTERNAL, i.e. mosquitto).
+                    mqtt_mode: MQTT_MODE_INTERNAL,
                     tls: EventBusTls {
                         enable: false,
                         tls_mqtt_ca_file: DEFAULT_CA_FILE.into(),

@@ -152,6 +152,19 @@ impl Database {
         ))
     }
 
+    /// Another read-write connection to the same file, for the modules that own tables in it
+    /// (eventbus, devicetwin). Writes are serialized by SQLite; `busy_timeout` waits them out.
+    pub fn writer(&self) -> Result<Connection, DbError> {
+        let connection = connect(&self.path)?;
+        connection
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| classify(&self.path, e))?;
+        connection
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(connection)
+    }
+
     /// Another connection to the same file, for readers (the metaserver).
     pub fn reader(&self) -> Result<Connection, DbError> {
         let connection = Connection::open_with_flags(

@@ -84,6 +84,12 @@ impl MetaManager {
         self.state.reader()
     }
 
+    /// A read-write connection to the database, for the modules whose tables live in it
+    /// (eventbus's `sub_topics`, devicetwin's device tables).
+    pub fn connection(&self) -> Result<rusqlite::Connection, DbError> {
+        self.state.writer()
+    }
+
     /// Every change stored from now on. A receiver that lags is told so (and must relist).
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.state.changes.subscribe()

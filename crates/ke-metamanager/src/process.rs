@@ -77,6 +77,10 @@ impl State {
         self.lock().reader()
     }
 
+    pub fn writer(&self) -> Result<rusqlite::Connection, DbError> {
+        self.lock().writer()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
         // A panic mid-transaction rolls the transaction back; the store itself stays usable.
         self.store.lock().unwrap_or_else(PoisonError::into_inner)

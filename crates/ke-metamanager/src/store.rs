@@ -60,6 +60,11 @@ impl Store {
         Ok(Store { db, connection })
     }
 
+    /// A read-write connection for a module that owns tables in the file.
+    pub fn writer(&self) -> Result<rusqlite::Connection, DbError> {
+        self.db.writer()
+    }
+
     /// A read-only connection for another thread (the metaserver).
     pub fn reader(&self) -> Result<Reader, DbError> {
         Ok(Reader {

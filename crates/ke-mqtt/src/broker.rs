@@ -161,9 +161,15 @@ impl Broker {
         self.route(message);
     }
 
-    /// An in-process subscriber: the messages matching `filters`, at most QoS 1.
-    pub fn subscribe(&self, client_id: &str, filters: &[&str]) -> mpsc::Receiver<Message> {
-        let (sender, receiver) = mpsc::channel(self.shared.config.session_queue.max(1));
+    /// An in-process subscriber: the messages matching `filters`, at most QoS 1, queued up to
+    /// `capacity` (beyond that they are dropped, as for a slow client).
+    pub fn subscribe(
+        &self,
+        client_id: &str,
+        filters: &[&str],
+        capacity: usize,
+    ) -> mpsc::Receiver<Message> {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
         let id = self.shared.next_connection.fetch_add(1, Ordering::Relaxed);
         let mut state = lock(&self.shared.state);
         state.sessions.insert(
@@ -179,6 +185,29 @@ impl Broker {
             },
         );
         receiver
+    }
+
+    /// Adds `filter` to the subscriptions of the in-process subscriber `client_id`; returns
+    /// whether it existed.
+    pub fn add_subscription(&self, client_id: &str, filter: &str) -> bool {
+        let mut state = lock(&self.shared.state);
+        let Some(session) = state.sessions.get_mut(client_id) else {
+            return false;
+        };
+        if !session.subscriptions.iter().any(|(f, _)| f == filter) {
+            session
+                .subscriptions
+                .push((filter.to_owned(), QoS::AtLeastOnce));
+        }
+        true
+    }
+
+    /// Removes `filter` from the subscriptions of `client_id`.
+    pub fn remove_subscription(&self, client_id: &str, filter: &str) {
+        let mut state = lock(&self.shared.state);
+        if let Some(session) = state.sessions.get_mut(client_id) {
+            session.subscriptions.retain(|(f, _)| f != filter);
+        }
     }
 
     /// Hands `message` to every session subscribed to its topic, and keeps it if retained.

@@ -3,9 +3,10 @@
 //!
 //! [`connect`] starts a task that dials the broker, subscribes, and on any failure dials again
 //! (1 s, doubling to 30 s), subscribing again each time. Messages from the broker arrive on
-//! the receiver it returns; [`Client::publish`] queues messages for the broker. QoS 1 messages
-//! not yet acknowledged when the connection drops are sent again (DUP) on the next one, so a
-//! broker restart loses none of them.
+//! the receiver it returns; [`Client::publish`] queues messages for the broker, and
+//! [`Client::subscribe`] / [`Client::unsubscribe`] change what is subscribed (now and on every
+//! later connection). QoS 1 messages not yet acknowledged when the connection drops are sent
+//! again (DUP) on the next one, so a broker restart loses none of them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Message;
-use crate::codec::{self, Connect, ConnectCode, Packet, Publish, QoS, Subscribe};
+use crate::codec::{self, Connect, ConnectCode, Packet, Publish, QoS, Subscribe, Unsubscribe};
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -27,7 +28,7 @@ pub struct ClientConfig {
     pub client_id: String,
     pub keep_alive: Duration,
     pub credentials: Option<(String, String)>,
-    /// Filters subscribed on every connection.
+    /// Filters subscribed on every connection (until unsubscribed).
     pub subscriptions: Vec<(String, QoS)>,
     /// Messages waiting to be published, and received messages not yet taken.
     pub queue: usize,
@@ -38,7 +39,14 @@ pub struct ClientConfig {
 
 #[derive(Clone)]
 pub struct Client {
-    outgoing: mpsc::Sender<Message>,
+    outgoing: mpsc::Sender<Request>,
+}
+
+/// What the client's task is asked to do, in order.
+enum Request {
+    Publish(Message),
+    Subscribe(String, QoS),
+    Unsubscribe(String),
 }
 
 /// The broker is gone for good: the client's task ended.
@@ -49,7 +57,22 @@ pub struct Stopped;
 impl Client {
     /// Queues `message` for the broker; waits while the queue is full.
     pub async fn publish(&self, message: Message) -> Result<(), Stopped> {
-        self.outgoing.send(message).await.map_err(|_| Stopped)
+        self.request(Request::Publish(message)).await
+    }
+
+    /// Subscribes `filter` now (if connected) and on every later connection.
+    pub async fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), Stopped> {
+        self.request(Request::Subscribe(filter.to_owned(), qos))
+            .await
+    }
+
+    /// Stops receiving what only `filter` matched, now and on later connections.
+    pub async fn unsubscribe(&self, filter: &str) -> Result<(), Stopped> {
+        self.request(Request::Unsubscribe(filter.to_owned())).await
+    }
+
+    async fn request(&self, request: Request) -> Result<(), Stopped> {
+        self.outgoing.send(request).await.map_err(|_| Stopped)
     }
 }
 
@@ -70,16 +93,18 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn run(
     config: ClientConfig,
-    mut queued: mpsc::Receiver<Message>,
+    mut queued: mpsc::Receiver<Request>,
     delivered: mpsc::Sender<Message>,
     cancel: CancellationToken,
 ) {
+    let mut subscriptions = config.subscriptions.clone();
     let mut unacked: BTreeMap<u16, Message> = BTreeMap::new();
     let mut next_id: u16 = 0;
     let mut retry = FIRST_RETRY;
     loop {
         let connection = Connection {
             config: &config,
+            subscriptions: &mut subscriptions,
             queued: &mut queued,
             delivered: &delivered,
             unacked: &mut unacked,
@@ -118,7 +143,8 @@ enum Ended {
 
 struct Connection<'a> {
     config: &'a ClientConfig,
-    queued: &'a mut mpsc::Receiver<Message>,
+    subscriptions: &'a mut Vec<(String, QoS)>,
+    queued: &'a mut mpsc::Receiver<Request>,
     delivered: &'a mpsc::Sender<Message>,
     unacked: &'a mut BTreeMap<u16, Message>,
     next_id: &'a mut u16,
@@ -177,10 +203,10 @@ impl Connection<'_> {
             Packet::ConnAck(ack) => return Err(format!("refused: {:?}", ack.code)),
             other => return Err(format!("expected CONNACK, got {other:?}")),
         }
-        if !config.subscriptions.is_empty() {
+        if !self.subscriptions.is_empty() {
             let subscribe = Packet::Subscribe(Subscribe {
                 packet_id: take_id(self.next_id),
-                filters: config.subscriptions.clone(),
+                filters: self.subscriptions.clone(),
             });
             write(&mut stream, &subscribe).await?;
         }
@@ -241,16 +267,33 @@ impl Connection<'_> {
                     Ok(n) => buffer.extend_from_slice(&read_buf[..n]),
                     Err(e) => return Err(e.to_string()),
                 },
-                message = self.queued.recv() => {
-                    let Some(message) = message else {
-                        return Ok(Ended::Stopped);
-                    };
-                    let id = (message.qos > QoS::AtMostOnce).then(|| take_id(self.next_id));
-                    write(&mut stream, &publish_packet(&message, id, false)).await?;
-                    if let Some(id) = id {
-                        self.unacked.insert(id, message);
+                request = self.queued.recv() => match request {
+                    None => return Ok(Ended::Stopped),
+                    Some(Request::Publish(message)) => {
+                        let id = (message.qos > QoS::AtMostOnce).then(|| take_id(self.next_id));
+                        write(&mut stream, &publish_packet(&message, id, false)).await?;
+                        if let Some(id) = id {
+                            self.unacked.insert(id, message);
+                        }
                     }
-                }
+                    Some(Request::Subscribe(filter, qos)) => {
+                        self.subscriptions.retain(|(f, _)| *f != filter);
+                        self.subscriptions.push((filter.clone(), qos));
+                        let subscribe = Subscribe {
+                            packet_id: take_id(self.next_id),
+                            filters: vec![(filter, qos)],
+                        };
+                        write(&mut stream, &Packet::Subscribe(subscribe)).await?;
+                    }
+                    Some(Request::Unsubscribe(filter)) => {
+                        self.subscriptions.retain(|(f, _)| *f != filter);
+                        let unsubscribe = Unsubscribe {
+                            packet_id: take_id(self.next_id),
+                            filters: vec![filter],
+                        };
+                        write(&mut stream, &Packet::Unsubscribe(unsubscribe)).await?;
+                    }
+                },
                 () = ping => {
                     if awaiting_pong {
                         return Err("no PINGRESP within the keepalive".into());

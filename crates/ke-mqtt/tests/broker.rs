@@ -132,7 +132,7 @@ fn in_process_subscribers_and_publishers_meet_real_clients() {
     let broker = start(BrokerConfig::default());
     let mut inbox = broker
         .broker
-        .subscribe("eventbus", &["$hw/events/upload/#"]);
+        .subscribe("eventbus", &["$hw/events/upload/#"], 100);
     let out = publish(
         broker.port,
         &["-q", "1", "-t", "$hw/events/upload/x", "-m", "up"],
@@ -305,7 +305,7 @@ fn tls_clients_connect_with_the_ca_and_plain_ones_are_refused() {
 
     let mut inbox = running
         .broker
-        .subscribe("eventbus", &["$hw/events/upload/#"]);
+        .subscribe("eventbus", &["$hw/events/upload/#"], 100);
     let ca_path = ca_file.to_str().unwrap();
     let tls = publish(
         port,
