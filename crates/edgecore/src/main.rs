@@ -1,6 +1,6 @@
 //! edgecore: the agent on each edge node. One small binary: it must never link API-server or
 //! Kubernetes-client code. Modules are registered here as they are built (edgehub, metamanager,
-//! edged, eventbus; devicetwin, servicebus, edgestream next).
+//! edged, eventbus, devicetwin; servicebus, edgestream next).
 
 use std::process::ExitCode;
 
@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use ke_bus::BusRuntime;
 use ke_config::EdgeCoreConfig;
 use ke_daemon::Component;
+use ke_devicetwin::{DeviceTwin, DeviceTwinSettings};
 use ke_edged::{Edged, EdgedSettings};
 use ke_edgehub::{EdgeHub, EdgeHubSettings};
 use ke_eventbus::{EventBus, EventBusSettings, SubTopics};
@@ -32,7 +33,7 @@ fn main() -> ExitCode {
         );
         let mut runtime = BusRuntime::new();
         // The database first: other modules keep their tables in it.
-        let mut meta = if config.modules.meta_manager.enable {
+        let meta = if config.modules.meta_manager.enable {
             let settings = MetaManagerSettings::from_config(&config);
             Some(MetaManager::open(settings).context("open the edge database")?)
         } else {
@@ -43,24 +44,8 @@ fn main() -> ExitCode {
                 ke_edgehub::MODULE_NAME => {
                     runtime.register(EdgeHub::new(EdgeHubSettings::from_config(&config)))?;
                 }
-                ke_metamanager::MODULE_NAME => {
-                    let meta = meta.take().context("metamanager opened twice")?;
-                    let server = &config.modules.meta_manager.meta_server;
-                    if server.enable {
-                        let reader = meta.reader().context("open the edge database")?;
-                        let metaserver = MetaServer::bind(
-                            &server.server,
-                            reader,
-                            meta.subscribe(),
-                            runtime.bus().clone(),
-                            &config.modules.edged.hostname_override,
-                        )
-                        .await
-                        .context("start the metaserver")?;
-                        runtime.register(metaserver)?;
-                    }
-                    runtime.register(meta)?;
-                }
+                // Registered last, below, once the others have their connections.
+                ke_metamanager::MODULE_NAME => {}
                 ke_eventbus::MODULE_NAME => {
                     let settings = EventBusSettings::from_config(&config)?;
                     let topics = match &meta {
@@ -68,6 +53,13 @@ fn main() -> ExitCode {
                         None => SubTopics::in_memory(),
                     };
                     runtime.register(EventBus::bind(settings, topics).await?)?;
+                }
+                ke_devicetwin::MODULE_NAME => {
+                    let meta = meta.as_ref().context(
+                        "deviceTwin needs metaManager: the device tables are in its database",
+                    )?;
+                    let settings = DeviceTwinSettings::from_config(&config);
+                    runtime.register(DeviceTwin::new(settings, meta.connection()?))?;
                 }
                 ke_edged::MODULE_NAME => {
                     runtime.register(Edged::new(EdgedSettings::from_config(&config, &host)))?;
@@ -77,6 +69,23 @@ fn main() -> ExitCode {
                     "module is enabled in the config but not built yet; skipped"
                 ),
             }
+        }
+        if let Some(meta) = meta {
+            let server = &config.modules.meta_manager.meta_server;
+            if server.enable {
+                let reader = meta.reader().context("open the edge database")?;
+                let metaserver = MetaServer::bind(
+                    &server.server,
+                    reader,
+                    meta.subscribe(),
+                    runtime.bus().clone(),
+                    &config.modules.edged.hostname_override,
+                )
+                .await
+                .context("start the metaserver")?;
+                runtime.register(metaserver)?;
+            }
+            runtime.register(meta)?;
         }
         ke_daemon::run_until_signal(runtime).await
     })

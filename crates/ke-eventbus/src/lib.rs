@@ -332,6 +332,10 @@ impl Links {
     }
 
     async fn handle(&mut self, message: &Message, settings: &EventBusSettings, topics: &SubTopics) {
+        // edgehub tells every group of the cloud link's state; brokers do not care.
+        if message.router.resource == ke_message::constants::resource_type::NODE_CONNECTION {
+            return;
+        }
         let request = match routes::egress(message, &settings.node_name) {
             Ok(request) => request,
             Err(err) => {

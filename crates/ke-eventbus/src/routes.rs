@@ -1,9 +1,8 @@
 //! Where MQTT traffic goes in the bus and what bus messages become on MQTT — upstream's rules
 //! (`edge/pkg/eventbus/mqtt/{client,handler}.go`, `eventbus.go`), as pure functions.
 
-use base64::Engine as _;
 use ke_message::Message;
-use ke_message::constants::{group, operation, resource_type, source};
+use ke_message::constants::{group, operation, resource_type};
 use serde_json::Value;
 
 /// What edgecore always subscribes to (upstream's `SubTopics`). Topics added by `subscribe`
@@ -25,7 +24,7 @@ pub const DEFAULT_TOPICS: [&str; 6] = [
 pub fn ingress(topic: &str, payload: &[u8]) -> (&'static str, Message) {
     let body = String::from_utf8_lossy(payload).into_owned();
     if topic.starts_with("$hw/events/device") || topic.starts_with("$hw/events/node") {
-        let resource = base64::engine::general_purpose::URL_SAFE.encode(topic);
+        let resource = ke_message::resource::mqtt_topic_resource(topic);
         let message = Message::new()
             .with_route(group::BUS, group::USER, resource, operation::RESPONSE)
             .with_content(body);
@@ -36,15 +35,6 @@ pub fn ingress(topic: &str, payload: &[u8]) -> (&'static str, Message) {
             .with_content(body);
         (group::HUB, message)
     }
-}
-
-/// The topic of a message devicetwin sent to the bus (resource = base64url topic), for the
-/// twin module's own use.
-pub fn decode_topic(resource: &str) -> Option<String> {
-    let bytes = base64::engine::general_purpose::URL_SAFE
-        .decode(resource)
-        .ok()?;
-    String::from_utf8(bytes).ok()
 }
 
 /// What a message sent to the eventbus module asks for.
@@ -123,17 +113,18 @@ pub fn egress(message: &Message, node: &str) -> Result<Egress, EgressError> {
     }
 }
 
-/// A publish request for the eventbus, as devicetwin builds it.
-pub fn publish_request(topic: &str, payload: String) -> Message {
-    Message::new()
-        .with_route(source::TWIN, group::BUS, topic, operation::PUBLISH)
-        .with_content(payload)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ke_message::constants::source;
+    use ke_message::resource::topic_of_resource as decode_topic;
     use serde_json::json;
+
+    fn publish_request(topic: &str, payload: String) -> Message {
+        Message::new()
+            .with_route(source::TWIN, group::BUS, topic, operation::PUBLISH)
+            .with_content(payload)
+    }
 
     #[test]
     fn device_and_node_topics_go_to_the_twin_with_the_topic_encoded() {

@@ -6,8 +6,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use ke_bus::{BoxFuture, BusRuntime, Module, ModuleContext};
-use ke_eventbus::{EventBus, EventBusSettings, Mode, SubTopics, routes};
+use ke_eventbus::{EventBus, EventBusSettings, Mode, SubTopics};
 use ke_message::Message;
+use ke_message::resource::topic_of_resource;
 use tokio::sync::mpsc;
 
 fn free_port() -> u16 {
@@ -163,7 +164,7 @@ async fn round_trip(node: &mut Node, pub_port: u16) {
     assert_eq!(to_twin.router.source, "bus");
     assert_eq!(to_twin.router.operation, "response");
     assert_eq!(
-        routes::decode_topic(&to_twin.router.resource).as_deref(),
+        topic_of_resource(&to_twin.router.resource).as_deref(),
         Some(topic)
     );
     assert_eq!(to_twin.content, serde_json::json!(payload));
@@ -179,7 +180,9 @@ async fn round_trip(node: &mut Node, pub_port: u16) {
         .bus()
         .send(
             "eventbus",
-            routes::publish_request(result, r#"{"twin":{}}"#.into()),
+            Message::new()
+                .with_route("twin", "bus", result, "publish")
+                .with_content(r#"{"twin":{}}"#),
         )
         .await
         .unwrap();

@@ -9,7 +9,9 @@
 //!   adds it back on receipt — see [`NodeResource`], [`trim_node_prefix`], [`node_id_of`].
 //!
 //! Other resources (`membership/detail`, `device/<ns>/<name>/twin/edge_updated`, rule names,
-//! servicebus `port:path`) are free-form and stay plain strings.
+//! servicebus `port:path`) are free-form and stay plain strings — except an MQTT topic carried
+//! from eventbus to devicetwin, which is base64url-encoded because it contains slashes
+//! ([`mqtt_topic_resource`], [`topic_of_resource`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -138,6 +140,22 @@ impl FromStr for NodeResource {
 }
 
 /// Splits `node/<id>/<rest>` into `(id, rest)`. `rest` may be any shape, e.g. `membership`.
+/// The resource eventbus gives a device or node MQTT topic on its way to devicetwin: Go's
+/// `base64.URLEncoding` (URL alphabet, padded).
+pub fn mqtt_topic_resource(topic: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE.encode(topic)
+}
+
+/// The MQTT topic back from such a resource.
+pub fn topic_of_resource(resource: &str) -> Option<String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE
+        .decode(resource)
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
 pub fn split_node_prefix(resource: &str) -> Option<(&str, &str)> {
     let rest = resource.strip_prefix(NODE_TOKEN)?.strip_prefix('/')?;
     let (node_id, rest) = rest.split_once('/')?;

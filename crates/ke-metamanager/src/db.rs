@@ -100,6 +100,14 @@ const UPSTREAM_TABLES: &[(&str, Owner, &str)] = &[
         Owner::ServiceBus,
         "CREATE TABLE `target_urls` (`url` text,PRIMARY KEY (`url`))",
     ),
+    // Ours: devicetwin's twin and state reports until the cloud confirms them (ke-devicetwin's
+    // outbox); ignored by a stock edgecore, like `upstream_outbox`.
+    (
+        "twin_outbox",
+        Owner::DeviceTwin,
+        "CREATE TABLE `twin_outbox` (`seq` integer PRIMARY KEY AUTOINCREMENT,\
+         `resource` text NOT NULL,`message` text NOT NULL)",
+    ),
     // Ours: reports for the cloud kept while it is unreachable, newest per resource. Upstream
     // ignores tables it does not know, so the file stays readable by a stock edgecore.
     (

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ke_bus::Bus;
 use ke_message::Message;
-use ke_message::constants::{content, operation, resource_type, source};
+use ke_message::constants::{content, group, operation, resource_type, source};
 use ke_message::resource::WireResource;
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -257,6 +257,7 @@ async fn after_commit(
             if bus.contains(EDGED) {
                 let _ = bus.send(EDGED, message.clone()).await;
             }
+            forward_to_twin(bus, &message).await;
             send_to_hub(bus, Message::ack_for(&message)).await;
         }
         Plan::Report => {
@@ -320,6 +321,24 @@ async fn after_commit(
                 "message ignored"
             );
         }
+    }
+}
+
+/// Devices and device models, once stored, go on to devicetwin (as upstream's metamanager
+/// does, with source `meta` and group `twin`).
+async fn forward_to_twin(bus: &Bus, message: &Message) {
+    let resource_type = WireResource::parse(&message.router.resource)
+        .map(|r| r.resource_type)
+        .unwrap_or_default();
+    let device = [resource_type::DEVICE, resource_type::DEVICE_MODEL];
+    if !device.contains(&resource_type.as_str()) || bus.group_members(group::TWIN).is_none() {
+        return;
+    }
+    let mut forwarded = message.clone();
+    forwarded.router.source = group::META.to_owned();
+    forwarded.router.group = group::TWIN.to_owned();
+    if let Err(err) = bus.send_to_group(group::TWIN, forwarded).await {
+        tracing::warn!(%err, resource = %message.router.resource, "device not forwarded to devicetwin");
     }
 }
 

@@ -1,0 +1,218 @@
+//! Devices end to end with the real binaries: a DeviceModel and a Device applied with kubectl
+//! reach edgecore, a mapper's MQTT reports (`mosquitto_pub` on edgecore's embedded broker) are
+//! answered on the twin topics and land in the DeviceStatus kubectl shows — also when they were
+//! made while the cloud was down and edgecore restarted in between.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use support::{Cloud, eventually, start_edge};
+
+const NODE: &str = "edge-dev";
+const DEVICE_TOPIC: &str = "$hw/events/device/default/thermometer-01";
+const WAIT: Duration = Duration::from_secs(30);
+
+const MANIFEST: &str = r#"apiVersion: devices.kubeedge.io/v1beta1
+kind: DeviceModel
+metadata:
+  name: thermometer-model
+  namespace: default
+spec:
+  protocol: modbus
+  properties:
+  - name: temperature
+    type: INT
+    accessMode: ReadWrite
+---
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata:
+  name: thermometer-01
+  namespace: default
+  labels:
+    description: thermometer
+spec:
+  deviceModelRef:
+    name: thermometer-model
+  nodeName: edge-dev
+  protocol:
+    protocolName: modbus
+  properties:
+  - name: temperature
+    desired:
+      value: "20"
+    reportToCloud: true
+"#;
+
+/// The port of the embedded broker (`mqttServerInternal`) in an edgecore config.
+fn mqtt_port(config: &Path) -> u16 {
+    let text = std::fs::read_to_string(config).unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("mqttServerInternal: tcp://127.0.0.1:")
+        })
+        .expect("mqttServerInternal")
+        .parse()
+        .unwrap()
+}
+
+fn mosquitto_pub(port: u16, topic: &str, payload: &str) {
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", topic, "-m", payload])
+        .output()
+        .expect("mosquitto_pub (scripts/testenv installs mosquitto-clients)");
+    assert!(
+        out.status.success(),
+        "mosquitto_pub: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A subscriber printing `count` messages (`topic payload` lines), for at most 10 s.
+fn mosquitto_sub(port: u16, filter: &str, count: usize) -> Child {
+    let child = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-v"])
+        .args(["-t", filter, "-C", &count.to_string(), "-W", "10"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto_sub");
+    // No "subscribed" signal from mosquitto_sub; a moment is enough on loopback.
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+fn lines_of(child: Child) -> Vec<String> {
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Publishes `payload` on `…/<suffix>` and returns the `count` answers on `…/<suffix>/+`.
+fn ask(port: u16, suffix: &str, payload: &str, count: usize) -> Vec<String> {
+    let answers = mosquitto_sub(port, &format!("{DEVICE_TOPIC}/{suffix}/+"), count);
+    mosquitto_pub(port, &format!("{DEVICE_TOPIC}/{suffix}"), payload);
+    lines_of(answers)
+}
+
+fn report(actual: &str) -> String {
+    format!(
+        r#"{{"event_id":"","timestamp":0,"twin":{{"temperature":{{"expected":{{"value":"20","metadata":{{}}}},"actual":{{"value":"{actual}","metadata":{{}}}},"metadata":{{"type":"integer"}}}}}}}}"#
+    )
+}
+
+/// The temperature twin's reported value in the DeviceStatus.
+fn reported(cloud: &Cloud) -> Option<String> {
+    let status = cloud.get(&["devicestatus", "thermometer-01"])?;
+    status["status"]["twins"]
+        .as_array()?
+        .iter()
+        .find(|t| t["propertyName"] == "temperature")?["reported"]["value"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[test]
+fn mqtt_twin_reports_reach_device_status_online_offline_and_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cloud = Cloud::start(dir.path());
+    let config = cloud.edge_config(&dir.path().join("edge"), NODE, &[]);
+    let port = mqtt_port(&config);
+    let mut edge = cloud.start_registered_edge(&config, NODE);
+
+    let manifest = dir.path().join("devices.yaml");
+    std::fs::write(&manifest, MANIFEST).unwrap();
+    let out = cloud.kubectl(&["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+
+    // The node learns of the device (mappers ask for the list).
+    eventually("the device in the node's membership", WAIT, || {
+        let answers = mosquitto_sub(
+            port,
+            &format!("$hw/events/node/{NODE}/membership/get/result"),
+            1,
+        );
+        mosquitto_pub(
+            port,
+            &format!("$hw/events/node/{NODE}/membership/get"),
+            r#"{"event_id":"m1"}"#,
+        );
+        let answer = lines_of(answers).join("\n");
+        answer
+            .contains(r#""id":"default/thermometer-01""#)
+            .then_some(())
+    });
+
+    // A mapper reports: result, document and delta come back on MQTT…
+    let started = Instant::now();
+    let answers = ask(port, "twin/update", &report("25"), 3);
+    let topics: Vec<&str> = answers
+        .iter()
+        .map(|l| l.split_once(' ').unwrap().0)
+        .collect();
+    assert_eq!(
+        topics,
+        [
+            format!("{DEVICE_TOPIC}/twin/update/result"),
+            format!("{DEVICE_TOPIC}/twin/update/document"),
+            format!("{DEVICE_TOPIC}/twin/update/delta"),
+        ]
+    );
+    assert!(
+        answers[0].contains(r#""actual":{"value":"25""#),
+        "{answers:?}"
+    );
+    assert!(answers[2].contains(r#""delta":{"temperature":"20"}"#));
+    // …and the value reaches the DeviceStatus.
+    eventually("the reported value in the DeviceStatus", WAIT, || {
+        (reported(&cloud).as_deref() == Some("25")).then_some(())
+    });
+    eprintln!("twin report → DeviceStatus: {:?}", started.elapsed());
+
+    mosquitto_pub(
+        port,
+        &format!("{DEVICE_TOPIC}/state/update"),
+        r#"{"event_id":"","timestamp":0,"state":"online"}"#,
+    );
+    eventually("the device state in the DeviceStatus", WAIT, || {
+        let status = cloud.get(&["devicestatus", "thermometer-01"])?;
+        (status["status"]["state"] == "online").then_some(())
+    });
+
+    // Malformed reports get error results; edgecore goes on.
+    let garbage = ask(port, "twin/update", "{not json", 1);
+    assert!(garbage[0].contains(r#""code":400"#), "{garbage:?}");
+    let bad_type = ask(port, "twin/update", &report("warm"), 1);
+    assert!(
+        bad_type[0].contains("the value is not int or integer"),
+        "{bad_type:?}"
+    );
+
+    // The cloud goes away; a report made meanwhile is answered locally and kept…
+    cloud.stop();
+    let answers = ask(port, "twin/update", &report("30"), 1);
+    assert!(answers[0].contains(r#""value":"30""#), "{answers:?}");
+    // …across an edgecore restart, which keeps the twin too.
+    let status = edge.stop_with(Signal::SIGTERM, WAIT);
+    assert!(status.success(), "edgecore exit {status}:\n{}", edge.log());
+    let mut edge = start_edge(&config);
+    let twin = ask(port, "twin/get", r#"{"event_id":"g1"}"#, 1);
+    assert!(
+        twin[0].contains(r#""actual":{"value":"30""#),
+        "the twin after a restart: {twin:?}"
+    );
+    cloud.restart();
+    eventually("the offline report in the DeviceStatus", WAIT, || {
+        (reported(&cloud).as_deref() == Some("30")).then_some(())
+    });
+    let status = edge.stop_with(Signal::SIGTERM, WAIT);
+    assert!(status.success(), "edgecore exit {status}:\n{}", edge.log());
+}
