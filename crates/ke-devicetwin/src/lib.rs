@@ -21,6 +21,7 @@
 //! nothing; mappers report again on their next cycle.
 
 pub mod device;
+mod dmi;
 mod json;
 pub mod outbox;
 mod store;
@@ -36,6 +37,7 @@ use ke_message::constants::{content, group, operation, resource_type, source};
 use serde_json::{Value, json};
 
 use crate::device::{Device, Member};
+use crate::dmi::SharedRegistry;
 use crate::outbox::Outbox;
 pub use crate::store::Store;
 use crate::store::{Loaded, Write};
@@ -50,12 +52,15 @@ const EDGEHUB: &str = "websocket";
 #[derive(Debug, Clone)]
 pub struct DeviceTwinSettings {
     pub node_name: String,
+    /// edgecore's DMI socket (`deviceTwin.dmiSockPath`, then `dmi.sock`).
+    pub dmi_socket: std::path::PathBuf,
 }
 
 impl DeviceTwinSettings {
     pub fn from_config(config: &ke_config::EdgeCoreConfig) -> DeviceTwinSettings {
         DeviceTwinSettings {
             node_name: config.modules.edged.hostname_override.clone(),
+            dmi_socket: ke_dmi::socket::edgecore_socket(&config.modules.device_twin.dmi_sock_path),
         }
     }
 }
@@ -88,8 +93,20 @@ impl Module for DeviceTwin {
     fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             let loaded = load(&self.store).await?;
+            let registry = SharedRegistry::default();
+            dmi::load(&registry, &loaded.objects);
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let _stop_dmi = cancel.clone().drop_guard();
+            let manager =
+                dmi::Manager::new(registry.clone(), ctx.bus().clone(), self.store.clone());
+            let socket = self.settings.dmi_socket.clone();
+            tokio::spawn(async move {
+                if let Err(err) = dmi::serve(socket, manager, cancel).await {
+                    tracing::error!("{err:#}");
+                }
+            });
             let mut effects = Effects::default();
-            let mut twins = Twins::new(&self.settings.node_name, loaded, &mut effects);
+            let mut twins = Twins::new(&self.settings.node_name, loaded, registry, &mut effects);
             tracing::info!(
                 devices = twins.devices.len(),
                 reports = twins.outbox.len(),
@@ -125,7 +142,7 @@ async fn load(store: &Store) -> anyhow::Result<Loaded> {
         .context("read the device tables")
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -181,19 +198,24 @@ struct Twins {
     devices: BTreeMap<String, Device>,
     outbox: Outbox,
     connected: bool,
+    /// Devices, models and mappers for the DMI side.
+    registry: SharedRegistry,
 }
 
 impl Twins {
-    fn new(node: &str, loaded: Loaded, effects: &mut Effects) -> Twins {
+    fn new(node: &str, loaded: Loaded, registry: SharedRegistry, effects: &mut Effects) -> Twins {
         let mut twins = Twins {
             node: node.to_owned(),
             devices: loaded.devices,
             outbox: Outbox::load(loaded.reports),
             connected: false,
+            registry,
         };
         // Devices the cloud sent while a membership update was lost, or before a crash.
-        for object in &loaded.device_objects {
-            if let Some(member) = Member::from_device_object(object) {
+        for (kind, object) in &loaded.objects {
+            if kind == resource_type::DEVICE
+                && let Some(member) = Member::from_device_object(object)
+            {
                 twins.add_member(member, None, now_ms(), effects);
             }
         }
@@ -420,15 +442,29 @@ impl Twins {
         }
     }
 
-    /// A Device object metamanager stored (`<ns>/device/<name>`); models are the mappers'.
+    /// A Device or DeviceModel metamanager stored (`<ns>/<type>/<name>`): models and device
+    /// specs are for the mappers, devices are also members.
     fn device_object(&mut self, message: &Message, now: i64, effects: &mut Effects) {
         let resource = &message.router.resource;
         let mut parts = resource.splitn(3, '/');
-        let (Some(namespace), Some(resource_type::DEVICE), Some(name)) =
-            (parts.next(), parts.next(), parts.next())
+        let (Some(namespace), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next())
         else {
             return;
         };
+        if kind == resource_type::DEVICE || kind == resource_type::DEVICE_MODEL {
+            self.registry
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .object_changed(
+                    kind,
+                    &message.router.operation,
+                    &message.content,
+                    format!("{namespace}/{name}"),
+                );
+        }
+        if kind != resource_type::DEVICE {
+            return;
+        }
         // The resource names the device even when a deletion carries no object.
         let member = Member::from_device_object(&message.content).unwrap_or_else(|| Member {
             id: format!("{namespace}/{name}"),
@@ -506,7 +542,7 @@ impl Twins {
             let loaded = load(store).await?;
             let mut ignored = Effects::default();
             let connected = self.connected;
-            *self = Twins::new(&self.node, loaded, &mut ignored);
+            *self = Twins::new(&self.node, loaded, self.registry.clone(), &mut ignored);
             self.connected = connected;
             return Ok(());
         }

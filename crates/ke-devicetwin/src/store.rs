@@ -38,8 +38,9 @@ pub struct Store {
 pub struct Loaded {
     pub devices: BTreeMap<String, Device>,
     pub reports: Vec<(i64, Message)>,
-    /// The Device objects metamanager holds (`meta` rows of type `device`).
-    pub device_objects: Vec<Value>,
+    /// What metamanager and the DMI server keep in `meta`: Device and DeviceModel objects
+    /// and registered mappers, with their type (`device`, `devicemodel`, `devicemapper`).
+    pub objects: Vec<(String, Value)>,
 }
 
 impl Store {
@@ -127,7 +128,7 @@ impl Store {
                 }
             }
         }
-        let device_objects = {
+        let objects = {
             let has_meta: Option<i64> = connection
                 .query_row(
                     "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
@@ -137,13 +138,15 @@ impl Store {
                 .optional()?;
             let mut objects = Vec::new();
             if has_meta.is_some() {
-                let mut statement =
-                    connection.prepare("SELECT value FROM meta WHERE type = 'device'")?;
+                let mut statement = connection.prepare(
+                    "SELECT type, value FROM meta \
+                     WHERE type IN ('device', 'devicemodel', 'devicemapper') ORDER BY key",
+                )?;
                 let mut rows = statement.query([])?;
                 while let Some(row) = rows.next()? {
-                    let text: String = row.get(0)?;
+                    let (kind, text): (String, String) = (row.get(0)?, row.get(1)?);
                     if let Ok(object) = serde_json::from_str(&text) {
-                        objects.push(object);
+                        objects.push((kind, object));
                     }
                 }
             }
@@ -152,8 +155,21 @@ impl Store {
         Ok(Loaded {
             devices,
             reports,
-            device_objects,
+            objects,
         })
+    }
+
+    /// Records a registered mapper as upstream's DMI server does (a `meta` row).
+    pub fn put_mapper(&self, name: &str, info: &Value) -> rusqlite::Result<()> {
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, type, value) VALUES (?1, 'devicemapper', ?2)",
+                params![
+                    format!("node/nodeID/namespace/devicemapper/{name}"),
+                    crate::json::encode(info)
+                ],
+            )
+            .map(drop)
     }
 
     /// Applies `writes` in one transaction.

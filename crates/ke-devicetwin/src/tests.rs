@@ -36,9 +36,14 @@ fn empty() -> Twins {
     let loaded = Loaded {
         devices: BTreeMap::new(),
         reports: Vec::new(),
-        device_objects: Vec::new(),
+        objects: Vec::new(),
     };
-    Twins::new("edge-node-1", loaded, &mut Effects::default())
+    Twins::new(
+        "edge-node-1",
+        loaded,
+        SharedRegistry::default(),
+        &mut Effects::default(),
+    )
 }
 
 /// `ours` equals the golden payload `name` once upstream's generated event id is replaced by
