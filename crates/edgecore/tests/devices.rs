@@ -1,14 +1,20 @@
 //! Devices end to end with the real binaries: a DeviceModel and a Device applied with kubectl
 //! reach edgecore, a mapper's MQTT reports (`mosquitto_pub` on edgecore's embedded broker) are
 //! answered on the twin topics and land in the DeviceStatus kubectl shows — also when they were
-//! made while the cloud was down and edgecore restarted in between.
+//! made while the cloud was down and edgecore restarted in between; and our Modbus mapper,
+//! registered over DMI, reads a Modbus TCP server run by the test into the DeviceStatus and
+//! writes the Device's desired value into its register.
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ke_testkit::{Daemon, sibling_binary};
 use nix::sys::signal::Signal;
 use support::{Cloud, eventually, start_edge};
 
@@ -213,6 +219,197 @@ fn mqtt_twin_reports_reach_device_status_online_offline_and_across_restarts() {
     eventually("the offline report in the DeviceStatus", WAIT, || {
         (reported(&cloud).as_deref() == Some("30")).then_some(())
     });
+    let status = edge.stop_with(Signal::SIGTERM, WAIT);
+    assert!(status.success(), "edgecore exit {status}:\n{}", edge.log());
+}
+
+/// A Modbus TCP server with 16 holding registers: function 3 reads, 6 and 16 write; anything
+/// else gets exception 1 (illegal function).
+struct ModbusServer {
+    port: u16,
+    registers: Arc<Mutex<[u16; 16]>>,
+}
+
+impl ModbusServer {
+    fn start() -> ModbusServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let registers = Arc::new(Mutex::new([0u16; 16]));
+        let shared = Arc::clone(&registers);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let registers = Arc::clone(&shared);
+                std::thread::spawn(move || serve_modbus(stream, &registers));
+            }
+        });
+        ModbusServer { port, registers }
+    }
+
+    fn register(&self, address: usize) -> u16 {
+        self.registers.lock().unwrap()[address]
+    }
+
+    fn set(&self, address: usize, value: u16) {
+        self.registers.lock().unwrap()[address] = value;
+    }
+}
+
+fn serve_modbus(mut stream: TcpStream, registers: &Mutex<[u16; 16]>) {
+    let mut header = [0u8; 7];
+    while stream.read_exact(&mut header).is_ok() {
+        let length = usize::from(u16::from_be_bytes([header[4], header[5]]));
+        let mut pdu = vec![0u8; length.saturating_sub(1)];
+        if stream.read_exact(&mut pdu).is_err() || pdu.len() < 5 {
+            return;
+        }
+        let word = |i: usize| usize::from(u16::from_be_bytes([pdu[i], pdu[i + 1]]));
+        let (address, count) = (word(1), word(3));
+        let mut registers = registers.lock().unwrap();
+        let answer: Vec<u8> = match pdu[0] {
+            3 if address + count <= 16 => {
+                let mut answer = vec![3, (count * 2) as u8];
+                for r in &registers[address..address + count] {
+                    answer.extend_from_slice(&r.to_be_bytes());
+                }
+                answer
+            }
+            6 if address < 16 => {
+                registers[address] = count as u16;
+                pdu.clone()
+            }
+            16 if address + count <= 16 => {
+                for i in 0..count {
+                    registers[address + i] = word(6 + 2 * i) as u16;
+                }
+                pdu[..5].to_vec()
+            }
+            function => vec![function | 0x80, if function == 3 { 2 } else { 1 }],
+        };
+        drop(registers);
+        let mut frame = header[..4].to_vec();
+        frame.extend_from_slice(&((answer.len() + 1) as u16).to_be_bytes());
+        frame.push(header[6]);
+        frame.extend_from_slice(&answer);
+        if stream.write_all(&frame).is_err() {
+            return;
+        }
+    }
+}
+
+fn modbus_manifest(port: u16, desired: Option<&str>) -> String {
+    let desired = desired
+        .map(|v| format!("    desired:\n      value: \"{v}\"\n"))
+        .unwrap_or_default();
+    format!(
+        r#"apiVersion: devices.kubeedge.io/v1beta1
+kind: DeviceModel
+metadata:
+  name: boiler-model
+  namespace: default
+spec:
+  protocol: modbus
+  properties:
+  - name: temperature
+    type: INT
+    accessMode: ReadWrite
+---
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata:
+  name: boiler-01
+  namespace: default
+spec:
+  deviceModelRef:
+    name: boiler-model
+  nodeName: edge-mb
+  protocol:
+    protocolName: modbus
+    configData:
+      ip: 127.0.0.1
+      port: {port}
+      slaveID: 1
+  properties:
+  - name: temperature
+{desired}    visitors:
+      protocolName: modbus
+      configData:
+        register: HoldingRegister
+        offset: 2
+        limit: 1
+        scale: 1
+    collectCycle: 200
+    reportCycle: 1000
+    reportToCloud: true
+"#
+    )
+}
+
+fn boiler_reported(cloud: &Cloud) -> Option<String> {
+    let status = cloud.get(&["devicestatus", "boiler-01"])?;
+    status["status"]["twins"]
+        .as_array()?
+        .iter()
+        .find(|t| t["propertyName"] == "temperature")?["reported"]["value"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[test]
+fn the_modbus_mapper_reads_registers_into_device_status_and_writes_desired_values() {
+    let modbus = ModbusServer::start();
+    modbus.set(2, 25);
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path());
+    let config = cloud.edge_config(&dir.path().join("edge"), "edge-mb", &[]);
+    let mut edge = cloud.start_registered_edge(&config, "edge-mb");
+    let etc = dir.path().join("edge/etc/kubeedge");
+    let mut mapper = Daemon::start(
+        &sibling_binary("modbus-mapper"),
+        &[
+            "--socket",
+            etc.join("modbus.sock").to_str().unwrap(),
+            "--edgecore-socket",
+            etc.join("dmi.sock").to_str().unwrap(),
+        ],
+    );
+    mapper.wait_for_log("registered with edgecore", WAIT);
+
+    let manifest = dir.path().join("boiler.yaml");
+    std::fs::write(&manifest, modbus_manifest(modbus.port, None)).unwrap();
+    let applied = Instant::now();
+    let out = cloud.kubectl(&["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    eventually("the register's value in the DeviceStatus", WAIT, || {
+        (boiler_reported(&cloud).as_deref() == Some("25")).then_some(())
+    });
+    eprintln!(
+        "kubectl apply → Modbus value in DeviceStatus: {:?}",
+        applied.elapsed()
+    );
+
+    // The register changes on the device: the DeviceStatus follows.
+    modbus.set(2, 27);
+    let changed = Instant::now();
+    eventually("the new register value in the DeviceStatus", WAIT, || {
+        (boiler_reported(&cloud).as_deref() == Some("27")).then_some(())
+    });
+    eprintln!("register change → DeviceStatus: {:?}", changed.elapsed());
+    let state = cloud.get(&["devicestatus", "boiler-01"]).unwrap();
+    assert_eq!(state["status"]["state"], "online");
+
+    // A desired value in the Device is written to the register.
+    std::fs::write(&manifest, modbus_manifest(modbus.port, Some("30"))).unwrap();
+    let out = cloud.kubectl(&["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    eventually("the desired value in the register", WAIT, || {
+        (modbus.register(2) == 30).then_some(())
+    });
+    eventually("the written value reported", WAIT, || {
+        (boiler_reported(&cloud).as_deref() == Some("30")).then_some(())
+    });
+
+    let status = mapper.stop_with(Signal::SIGTERM, WAIT);
+    assert!(status.success(), "mapper exit {status}:\n{}", mapper.log());
     let status = edge.stop_with(Signal::SIGTERM, WAIT);
     assert!(status.success(), "edgecore exit {status}:\n{}", edge.log());
 }

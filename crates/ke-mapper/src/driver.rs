@@ -1,0 +1,68 @@
+//! What a protocol implements: connecting to a device, reading and writing its properties.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A device as its driver sees it: the DMI device with its model's types merged in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceConfig {
+    pub name: String,
+    pub namespace: String,
+    /// `spec.protocol.configData` (the model's `protocolConfigData` under it), e.g.
+    /// `{"ip": "10.0.0.5", "port": 502, "slaveID": 1}`.
+    pub protocol: Value,
+    pub properties: Vec<PropertyConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PropertyConfig {
+    pub name: String,
+    /// The property's `visitors.configData`, e.g. `{"register": "HoldingRegister", "offset": 2}`.
+    pub visitor: Value,
+    /// The model's type: `INT`, `FLOAT`, `DOUBLE`, `BOOLEAN`, `STRING`, … (upper case).
+    pub value_type: String,
+    /// `ReadWrite` or `ReadOnly` (from the model).
+    pub access_mode: String,
+    /// The desired value from the Device, if any.
+    pub desired: Option<String>,
+    pub collect_cycle: Duration,
+    pub report_cycle: Duration,
+    pub report_to_cloud: bool,
+    /// `pushMethod.mqtt`: the broker (`tcp://host:port`) and topic each new value goes to.
+    pub push_mqtt: Option<(String, String)>,
+}
+
+impl PropertyConfig {
+    pub fn writable(&self) -> bool {
+        !self.access_mode.eq_ignore_ascii_case("ReadOnly")
+    }
+}
+
+/// Why a driver could not do something; mappers log it and report the device's state.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The device's settings make no sense for the protocol (never retried until they change).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The device did not answer or refused (retried).
+    #[error("device: {0}")]
+    Device(String),
+}
+
+/// An open connection to one device.
+#[tonic::async_trait]
+pub trait Connection: Send {
+    /// The property's current value, as text (`"25"`, `"21.5"`, `"true"`).
+    async fn read(&mut self, property: &PropertyConfig) -> Result<String, DriverError>;
+    /// Sets the property to `value` (a desired value from the cloud).
+    async fn write(&mut self, property: &PropertyConfig, value: &str) -> Result<(), DriverError>;
+}
+
+/// A protocol: how to reach devices that speak it.
+#[tonic::async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// The name devices use in `spec.protocol.protocolName` (`modbus`, `virtual`).
+    fn protocol(&self) -> &str;
+    async fn connect(&self, device: &DeviceConfig) -> Result<Box<dyn Connection>, DriverError>;
+}
