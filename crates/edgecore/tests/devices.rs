@@ -397,6 +397,9 @@ fn the_modbus_mapper_reads_registers_into_device_status_and_writes_desired_value
     let state = cloud.get(&["devicestatus", "boiler-01"]).unwrap();
     assert_eq!(state["status"]["state"], "online");
 
+    // Bad DMI requests get errors; garbage on the socket is dropped; edgecore goes on.
+    refuse_bad_dmi_requests(&etc.join("dmi.sock"));
+
     // A desired value in the Device is written to the register.
     std::fs::write(&manifest, modbus_manifest(modbus.port, Some("30"))).unwrap();
     let out = cloud.kubectl(&["apply", "-f", manifest.to_str().unwrap()]);
@@ -412,4 +415,52 @@ fn the_modbus_mapper_reads_registers_into_device_status_and_writes_desired_value
     assert!(status.success(), "mapper exit {status}:\n{}", mapper.log());
     let status = edge.stop_with(Signal::SIGTERM, WAIT);
     assert!(status.success(), "edgecore exit {status}:\n{}", edge.log());
+}
+
+fn refuse_bad_dmi_requests(socket: &Path) {
+    use ke_dmi::v1beta1 as pb;
+    use ke_dmi::v1beta1::device_manager_service_client::DeviceManagerServiceClient;
+    use tonic::Code;
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = DeviceManagerServiceClient::new(ke_dmi::socket::channel(socket));
+        let no_protocol = pb::MapperRegisterRequest {
+            with_data: true,
+            mapper: Some(pb::MapperInfo {
+                name: "nameless".into(),
+                ..Default::default()
+            }),
+        };
+        let err = client.mapper_register(no_protocol).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("protocol is nil"), "{err:?}");
+        let no_twins = pb::ReportDeviceStatusRequest {
+            device_name: "boiler-01".into(),
+            device_namespace: "default".into(),
+            reported_device: None,
+        };
+        let err = client.report_device_status(no_twins).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        let bad_name = pb::ReportDeviceStatesRequest {
+            device_name: "a/b/#".into(),
+            device_namespace: "default".into(),
+            state: "online".into(),
+        };
+        let err = client.report_device_states(bad_name).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        let no_state = pb::ReportDeviceStatesRequest {
+            device_name: "boiler-01".into(),
+            ..Default::default()
+        };
+        let err = client.report_device_states(no_state).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    });
+    let mut garbage = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    garbage.write_all(b"GET / HTTP/1.1\r\n\r\n\x00\xff garbage").unwrap();
+    let mut rest = Vec::new();
+    let _ = garbage.read_to_end(&mut rest);
 }
