@@ -460,7 +460,9 @@ fn refuse_bad_dmi_requests(socket: &Path) {
     garbage
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    garbage.write_all(b"GET / HTTP/1.1\r\n\r\n\x00\xff garbage").unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\n\r\n\x00\xff garbage")
+        .unwrap();
     let mut rest = Vec::new();
     let _ = garbage.read_to_end(&mut rest);
 }

@@ -74,6 +74,13 @@ impl DeviceTwin {
     /// The module, keeping its rows through `connection` (the edge database, whose device
     /// tables metamanager created).
     pub fn new(settings: DeviceTwinSettings, connection: rusqlite::Connection) -> DeviceTwin {
+        // Twins are re-reported every cycle, so the last few milliseconds of them may be lost to
+        // a power cut (not to a crash: WAL keeps committed transactions). Without a sync per
+        // transaction, 1,000 devices reporting every second cost a fraction of the CPU and of
+        // the flash wear.
+        if let Err(err) = connection.pragma_update(None, "synchronous", "NORMAL") {
+            tracing::warn!(%err, "device tables stay fully synchronous");
+        }
         DeviceTwin {
             settings,
             store: Store::new(connection),
@@ -127,7 +134,7 @@ impl Module for DeviceTwin {
                         }
                         twins.commit(&self.store, ctx.bus(), effects).await?;
                     }
-                    _ = tick.tick() => {}
+                    _ = tick.tick() => twins.reports_changed = true,
                 }
                 twins.send_reports(ctx.bus());
             }
@@ -200,6 +207,9 @@ struct Twins {
     connected: bool,
     /// Devices, models and mappers for the DMI side.
     registry: SharedRegistry,
+    /// Something happened that may make a report due (a new report, a confirmation, the
+    /// link, a second passing); the outbox is not scanned otherwise.
+    reports_changed: bool,
 }
 
 impl Twins {
@@ -210,6 +220,7 @@ impl Twins {
             outbox: Outbox::load(loaded.reports),
             connected: false,
             registry,
+            reports_changed: true,
         };
         // Devices the cloud sent while a membership update was lost, or before a crash.
         for (kind, object) in &loaded.objects {
@@ -226,6 +237,7 @@ impl Twins {
         if !message.header.parent_id.is_empty() {
             if let Some(write) = self.outbox.confirm(&message.header.parent_id) {
                 effects.writes.push(write);
+                self.reports_changed = true;
             }
             if message.router.operation == operation::RESPONSE
                 && message.router.resource == resource_type::TWIN
@@ -238,6 +250,7 @@ impl Twins {
             match message.content.as_str() {
                 Some(content::CLOUD_CONNECTED) => {
                     self.connected = true;
+                    self.reports_changed = true;
                     self.outbox.resend_all();
                 }
                 Some(content::CLOUD_DISCONNECTED) => self.connected = false,
@@ -342,7 +355,7 @@ impl Twins {
                     operation::UPDATE,
                 )
                 .with_content(content);
-            effects.writes.push(self.outbox.push(report));
+            self.report(report, effects);
         }
     }
 
@@ -402,7 +415,7 @@ impl Twins {
                 operation::UPDATE,
             )
             .with_content(json::encode(&result));
-        effects.writes.push(self.outbox.push(report));
+        self.report(report, effects);
     }
 
     fn membership(&mut self, message: &Message, now: i64, effects: &mut Effects) {
@@ -530,6 +543,12 @@ impl Twins {
         );
     }
 
+    /// Queues a report for the cloud (its row is written with the batch).
+    fn report(&mut self, report: Message, effects: &mut Effects) {
+        effects.writes.push(self.outbox.push(report));
+        self.reports_changed = true;
+    }
+
     /// Stores `effects`, then publishes them; on a failed write, starts over from the database.
     async fn commit(&mut self, store: &Store, bus: &Bus, effects: Effects) -> anyhow::Result<()> {
         let Effects { writes, publishes } = effects;
@@ -563,7 +582,7 @@ impl Twins {
     /// Hands due reports to edgehub, without waiting: a full or absent link leaves them for
     /// the next tick.
     fn send_reports(&mut self, bus: &Bus) {
-        if !self.connected || self.outbox.is_empty() {
+        if !self.connected || !std::mem::take(&mut self.reports_changed) {
             return;
         }
         for report in self.outbox.due(Instant::now()) {

@@ -20,6 +20,10 @@ use crate::twin::DELETED;
 
 /// How long a sent report waits for its confirmation before it is sent again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(15);
+/// Reports sent and not yet confirmed, at most. edgehub sends at most `messageQPS` messages a
+/// second; more in flight would only wait in its queue, be resent after [`RETRY_AFTER`] while
+/// still queued, and spend the link on duplicates.
+pub const MAX_IN_FLIGHT: usize = 32;
 
 struct Entry {
     message: Message,
@@ -106,24 +110,35 @@ impl Outbox {
         Some(Write::DeleteReport(seq))
     }
 
-    /// Reports to send now: per resource the oldest, when it was never sent or its
-    /// confirmation is overdue. They count as sent from `now`.
+    /// Reports to send now, oldest first: per resource the oldest, when it was never sent or
+    /// its confirmation is overdue, while fewer than [`MAX_IN_FLIGHT`] wait for one. They count
+    /// as sent from `now`.
     pub fn due(&mut self, now: Instant) -> Vec<Message> {
+        let waiting =
+            |sent: Option<Instant>| sent.is_some_and(|sent| now.duration_since(sent) < RETRY_AFTER);
+        let mut in_flight = self.entries.values().filter(|e| waiting(e.sent)).count();
+        if in_flight >= MAX_IN_FLIGHT {
+            return Vec::new();
+        }
         let mut heads = std::collections::HashSet::new();
-        let mut due = Vec::new();
-        for entry in self.entries.values_mut() {
-            if !heads.insert(entry.message.router.resource.clone()) {
-                continue;
+        let mut chosen = Vec::new();
+        for (seq, entry) in &self.entries {
+            if in_flight >= MAX_IN_FLIGHT {
+                break;
             }
-            let overdue = entry
-                .sent
-                .is_none_or(|sent| now.duration_since(sent) >= RETRY_AFTER);
-            if overdue {
-                entry.sent = Some(now);
-                due.push(entry.message.clone());
+            if heads.insert(entry.message.router.resource.as_str()) && !waiting(entry.sent) {
+                chosen.push(*seq);
+                in_flight += 1;
             }
         }
-        due
+        chosen
+            .into_iter()
+            .filter_map(|seq| {
+                let entry = self.entries.get_mut(&seq)?;
+                entry.sent = Some(now);
+                Some(entry.message.clone())
+            })
+            .collect()
     }
 
     /// `id` could not be handed to the cloud link; send it again at the next chance.
@@ -248,6 +263,23 @@ mod tests {
         let again = outbox.due(now + RETRY_AFTER + Duration::from_secs(1));
         assert!(again.iter().any(|m| m.header.id == second[0].header.id));
         assert!(outbox.confirm("unknown").is_none());
+    }
+
+    #[test]
+    fn at_most_a_window_of_reports_waits_for_confirmations() {
+        let mut outbox = Outbox::default();
+        for i in 0..MAX_IN_FLIGHT + 5 {
+            outbox.push(report(
+                &format!("device/default/d{i}/state/update"),
+                json!("online"),
+            ));
+        }
+        let now = Instant::now();
+        let first = outbox.due(now);
+        assert_eq!(first.len(), MAX_IN_FLIGHT);
+        assert!(outbox.due(now).is_empty());
+        outbox.confirm(&first[0].header.id);
+        assert_eq!(outbox.due(now).len(), 1, "a confirmation frees one place");
     }
 
     #[test]
