@@ -258,7 +258,7 @@ mod tests {
         let mut statement = connection
             .prepare(
                 "SELECT sql FROM sqlite_master WHERE type = 'table' \
-                 AND name != 'upstream_outbox' ORDER BY rowid",
+                 AND name NOT IN ('upstream_outbox', 'twin_outbox') ORDER BY rowid",
             )
             .unwrap();
         statement
