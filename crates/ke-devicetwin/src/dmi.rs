@@ -4,8 +4,9 @@
 //! * `MapperRegister` records the mapper (a `meta` row of type `devicemapper`, as upstream) and,
 //!   with `withData`, answers with the devices of its protocol and their models.
 //! * `ReportDeviceStatus` / `ReportDeviceStates` become the same twin and state updates an MQTT
-//!   mapper publishes (golden `dmi-internal-*`), so both paths share one implementation. A twin
-//!   whose reported metadata names a `type` keeps it (upstream types every DMI twin `string`).
+//!   mapper publishes (golden `dmi-internal-*`: one per twin, untyped, so DMI twins are
+//!   `string`), so both paths share one implementation; twins that could never be stored
+//!   (bad names or values) are refused to the mapper instead of only on an MQTT topic.
 //! * Device and model changes from the cloud go to the mapper of their protocol, in order, one
 //!   queue per mapper; a mapper that is down gets everything again when it re-registers.
 //!
@@ -15,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ke_bus::Bus;
 use ke_dmi::v1beta1 as pb;
@@ -45,11 +46,17 @@ pub struct Registry {
 
 struct MapperLink {
     address: String,
-    calls: mpsc::UnboundedSender<Call>,
+    calls: mpsc::Sender<Call>,
 }
 
+/// Calls waiting for one mapper, at most; beyond that the mapper is hung and gets everything
+/// again when it registers.
+const CALL_QUEUE: usize = 1024;
+/// Tries of a call the mapper could not take.
+const CALL_TRIES: u32 = 3;
+
 /// A call to a mapper's `DeviceMapperService`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Call {
     RegisterDevice(pb::Device),
     UpdateDevice(pb::Device),
@@ -111,7 +118,9 @@ impl Registry {
     fn call(&self, protocol: &str, call: Call) {
         match self.mappers.get(protocol) {
             Some(mapper) => {
-                let _ = mapper.calls.send(call);
+                if mapper.calls.try_send(call).is_err() {
+                    tracing::warn!(protocol, "the mapper's call queue is full; call dropped");
+                }
             }
             None => tracing::debug!(
                 protocol,
@@ -136,18 +145,32 @@ impl Registry {
                     return;
                 }
                 let changed = old.as_ref().is_none_or(|old| old["spec"] != object["spec"]);
-                self.devices.insert(key, object.clone());
+                self.devices.insert(key.clone(), object.clone());
                 if !changed {
                     return;
+                }
+                let protocol = protocol_of_device(object);
+                let moved = old
+                    .as_ref()
+                    .map(protocol_of_device)
+                    .filter(|old| *old != protocol);
+                if let Some(previous) = moved {
+                    // Another protocol, another mapper: the old one lets go of the device.
+                    let (namespace, name) = key.split_once('/').unwrap_or(("default", &key));
+                    let call = Call::RemoveDevice {
+                        name: name.to_owned(),
+                        namespace: namespace.to_owned(),
+                    };
+                    self.call(previous, call);
                 }
                 let Some(converted) = self.convert(object) else {
                     return;
                 };
                 let call = match old {
-                    None => Call::RegisterDevice(converted),
-                    Some(_) => Call::UpdateDevice(converted),
+                    Some(_) if moved.is_none() => Call::UpdateDevice(converted),
+                    _ => Call::RegisterDevice(converted),
                 };
-                self.call(protocol_of_device(object), call);
+                self.call(protocol, call);
             }
             resource_type::DEVICE_MODEL => {
                 let old = self.models.remove(&key);
@@ -166,8 +189,23 @@ impl Registry {
                     None => Call::CreateModel(converted),
                     Some(_) => Call::UpdateModel(converted),
                 };
-                self.models.insert(key, object.clone());
+                self.models.insert(key.clone(), object.clone());
                 self.call(protocol_of_model(object), call);
+                // The model's protocol settings and visitors are part of each of its devices.
+                let users: Vec<Value> = self
+                    .devices
+                    .values()
+                    .filter(|d| {
+                        self.model_for(d)
+                            .is_some_and(|m| key_of(m).as_ref() == Some(&key))
+                    })
+                    .cloned()
+                    .collect();
+                for device in users {
+                    if let Some(converted) = self.convert(&device) {
+                        self.call(protocol_of_device(&device), Call::UpdateDevice(converted));
+                    }
+                }
             }
             _ => {}
         }
@@ -204,7 +242,7 @@ impl Registry {
         {
             return;
         }
-        let (calls, queue) = mpsc::unbounded_channel();
+        let (calls, queue) = mpsc::channel(CALL_QUEUE);
         let path = ke_dmi::socket::socket_path(address);
         tokio::spawn(run_calls(protocol.to_owned(), path, queue));
         self.mappers.insert(
@@ -255,13 +293,9 @@ fn decode_base64(text: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// One mapper's calls, in order. A failed call is logged: the mapper gets the whole state again
-/// when it registers after coming back.
-async fn run_calls(
-    protocol: String,
-    path: std::path::PathBuf,
-    mut queue: mpsc::UnboundedReceiver<Call>,
-) {
+/// One mapper's calls, in order. A call the mapper cannot take (not running, busy) is tried
+/// again a few times, then logged: the mapper gets the whole state again when it registers.
+async fn run_calls(protocol: String, path: std::path::PathBuf, mut queue: mpsc::Receiver<Call>) {
     let mut client = DeviceMapperServiceClient::new(ke_dmi::socket::channel(&path));
     while let Some(call) = queue.recv().await {
         let what = format!("{call:?}")
@@ -269,41 +303,21 @@ async fn run_calls(
             .next()
             .unwrap_or("")
             .to_owned();
-        let result = match call {
-            Call::RegisterDevice(device) => client
-                .register_device(pb::RegisterDeviceRequest {
-                    device: Some(device),
-                })
-                .await
-                .map(drop),
-            Call::UpdateDevice(device) => client
-                .update_device(pb::UpdateDeviceRequest {
-                    device: Some(device),
-                })
-                .await
-                .map(drop),
-            Call::RemoveDevice { name, namespace } => client
-                .remove_device(pb::RemoveDeviceRequest {
-                    device_name: name,
-                    device_namespace: namespace,
-                })
-                .await
-                .map(drop),
-            Call::CreateModel(model) => client
-                .create_device_model(pb::CreateDeviceModelRequest { model: Some(model) })
-                .await
-                .map(drop),
-            Call::UpdateModel(model) => client
-                .update_device_model(pb::UpdateDeviceModelRequest { model: Some(model) })
-                .await
-                .map(drop),
-            Call::RemoveModel { name, namespace } => client
-                .remove_device_model(pb::RemoveDeviceModelRequest {
-                    model_name: name,
-                    model_namespace: namespace,
-                })
-                .await
-                .map(drop),
+        let mut tries = 0;
+        let result = loop {
+            tries += 1;
+            match perform(&mut client, call.clone()).await {
+                Err(status)
+                    if tries < CALL_TRIES
+                        && matches!(
+                            status.code(),
+                            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                        ) =>
+                {
+                    tokio::time::sleep(Duration::from_secs(u64::from(tries))).await;
+                }
+                done => break done,
+            }
         };
         match result {
             Ok(()) => tracing::debug!(%protocol, call = what, "mapper call done"),
@@ -315,6 +329,48 @@ async fn run_calls(
                 "mapper call failed"
             ),
         }
+    }
+}
+
+async fn perform(
+    client: &mut DeviceMapperServiceClient<tonic::transport::Channel>,
+    call: Call,
+) -> Result<(), Status> {
+    match call {
+        Call::RegisterDevice(device) => client
+            .register_device(pb::RegisterDeviceRequest {
+                device: Some(device),
+            })
+            .await
+            .map(drop),
+        Call::UpdateDevice(device) => client
+            .update_device(pb::UpdateDeviceRequest {
+                device: Some(device),
+            })
+            .await
+            .map(drop),
+        Call::RemoveDevice { name, namespace } => client
+            .remove_device(pb::RemoveDeviceRequest {
+                device_name: name,
+                device_namespace: namespace,
+            })
+            .await
+            .map(drop),
+        Call::CreateModel(model) => client
+            .create_device_model(pb::CreateDeviceModelRequest { model: Some(model) })
+            .await
+            .map(drop),
+        Call::UpdateModel(model) => client
+            .update_device_model(pb::UpdateDeviceModelRequest { model: Some(model) })
+            .await
+            .map(drop),
+        Call::RemoveModel { name, namespace } => client
+            .remove_device_model(pb::RemoveDeviceModelRequest {
+                model_name: name,
+                model_namespace: namespace,
+            })
+            .await
+            .map(drop),
     }
 }
 
@@ -485,24 +541,34 @@ impl DeviceManagerService for Manager {
             .ok_or_else(|| {
                 Status::invalid_argument("ReportDeviceStatusRequest does not have twin data")
             })?;
-        let mut map = serde_json::Map::new();
+        // One update per twin, untyped, as upstream: a twin that cannot be stored does not hold
+        // back the others, and a mapper's metadata (stock mappers send whatever the Device's
+        // desired metadata says) never turns into a type its values then fail.
+        let mut refused = Vec::new();
         for twin in twins {
-            if twin.property_name.is_empty() {
-                return Err(Status::invalid_argument("a twin without a propertyName"));
-            }
             let mut entry = serde_json::Map::new();
             if let Some(desired) = twin.observed_desired.filter(|d| !d.value.is_empty()) {
                 entry.insert("expected".into(), json!({ "value": desired.value }));
             }
             let reported = twin.reported.unwrap_or_default();
             entry.insert("actual".into(), json!({ "value": reported.value }));
-            if let Some(kind) = reported.metadata.get("type").filter(|t| !t.is_empty()) {
-                entry.insert("metadata".into(), json!({ "type": kind }));
+            let name = twin.property_name;
+            let payload = json!({
+                "event_id": "",
+                "timestamp": now_ms(),
+                "twin": { name.as_str(): entry },
+            });
+            match crate::twin::parse_update(crate::json::encode(&payload).as_bytes()) {
+                Ok(_) => self.to_twin(topic.clone(), &payload).await?,
+                Err(err) => refused.push(format!("{name:?}: {}", err.reason)),
             }
-            map.insert(twin.property_name, Value::Object(entry));
         }
-        let payload = json!({ "event_id": "", "timestamp": now_ms(), "twin": map });
-        self.to_twin(topic, &payload).await?;
+        if !refused.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "twins not stored: {}",
+                refused.join("; ")
+            )));
+        }
         Ok(Response::new(pb::ReportDeviceStatusResponse {}))
     }
 

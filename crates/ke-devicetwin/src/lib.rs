@@ -17,8 +17,17 @@
 //! The module takes whatever has queued (up to [`MAX_BATCH`] messages), applies it in memory,
 //! writes the changed rows and reports in one transaction, and only then publishes results and
 //! sends reports: what a mapper is told was stored, and a report's row exists before the cloud
-//! can confirm it. A failed transaction reloads the state from the database and publishes
-//! nothing; mappers report again on their next cycle.
+//! can confirm it. A transaction that fails three times reloads the state from the database and
+//! publishes nothing; mappers report again on their next cycle.
+//!
+//! Where we differ from upstream, on purpose: reports are durable and merged (see [`outbox`]);
+//! a Device object also makes a member; an unparsable twin update is answered on the device's
+//! own `…/twin/update/result` (upstream: `$hw/events/device//twin/update/result`); a side
+//! without a value is a 400 (upstream panics); deleting an unknown twin skips only that twin;
+//! the state `unhealthy` (mapper-framework's) is accepted; `last_online` keeps the last time the
+//! device was online when it goes offline (upstream clears it); no `membership/detail` request
+//! is sent on connect (no cloudcore answers it). Not built: device attributes
+//! (`…/updated`, `device_attr`), the legacy `twin/cloud_updated` sync, DMI v1alpha1.
 
 pub mod device;
 mod dmi;
@@ -136,9 +145,37 @@ impl Module for DeviceTwin {
                     }
                     _ = tick.tick() => twins.reports_changed = true,
                 }
-                twins.send_reports(ctx.bus());
+                let writes = twins.send_reports(ctx.bus());
+                if !writes.is_empty() {
+                    let effects = Effects {
+                        writes,
+                        publishes: Vec::new(),
+                    };
+                    twins.commit(&self.store, ctx.bus(), effects).await?;
+                }
             }
         })
+    }
+}
+
+/// Writes a batch; a busy or failing database gets three tries a second apart (another
+/// writer — metamanager — may hold it beyond the busy timeout).
+async fn apply(store: &Store, mut writes: Vec<Write>) -> anyhow::Result<rusqlite::Result<()>> {
+    let mut tries = 0;
+    loop {
+        let (attempt, batch) = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || (store.apply(&writes), writes)).await?
+        };
+        tries += 1;
+        match attempt {
+            Err(err) if tries < 3 => {
+                tracing::warn!(%err, "storing device twins failed; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                writes = batch;
+            }
+            done => return Ok(done),
+        }
     }
 }
 
@@ -208,7 +245,7 @@ struct Twins {
     /// Devices, models and mappers for the DMI side.
     registry: SharedRegistry,
     /// Something happened that may make a report due (a new report, a confirmation, the
-    /// link, a second passing); the outbox is not scanned otherwise.
+    /// link, a second passing); batches that change none of these do not scan the outbox.
     reports_changed: bool,
 }
 
@@ -552,45 +589,52 @@ impl Twins {
     /// Stores `effects`, then publishes them; on a failed write, starts over from the database.
     async fn commit(&mut self, store: &Store, bus: &Bus, effects: Effects) -> anyhow::Result<()> {
         let Effects { writes, publishes } = effects;
-        let stored = {
-            let store = store.clone();
-            tokio::task::spawn_blocking(move || store.apply(&writes)).await?
-        };
-        if let Err(err) = stored {
+        if let Err(err) = apply(store, writes).await? {
             tracing::error!(%err, "storing device twins failed; reloading them from the database");
             let loaded = load(store).await?;
-            let mut ignored = Effects::default();
+            let mut effects = Effects::default();
             let connected = self.connected;
-            *self = Twins::new(&self.node, loaded, self.registry.clone(), &mut ignored);
+            *self = Twins::new(&self.node, loaded, self.registry.clone(), &mut effects);
             self.connected = connected;
+            if let Err(err) = apply(store, effects.writes).await? {
+                tracing::error!(%err, "the device tables cannot be written");
+            }
             return Ok(());
         }
         if !bus.contains(EVENTBUS) {
             return Ok(());
         }
+        // Never waiting on eventbus keeps the two from waiting on each other (eventbus waits
+        // for room here); a full eventbus costs answers to mappers, not stored twins.
+        let mut dropped = 0;
         for (topic, payload) in publishes {
             let request = Message::new()
                 .with_route(source::TWIN, group::BUS, topic, operation::PUBLISH)
                 .with_content(payload);
-            if let Err(err) = bus.send(EVENTBUS, request).await {
-                tracing::warn!(%err, "twin result not published");
+            if bus.try_send(EVENTBUS, request).is_err() {
+                dropped += 1;
             }
+        }
+        if dropped > 0 {
+            tracing::warn!(dropped, "eventbus is full; twin answers not published");
         }
         Ok(())
     }
 
     /// Hands due reports to edgehub, without waiting: a full or absent link leaves them for
-    /// the next tick.
-    fn send_reports(&mut self, bus: &Bus) {
+    /// the next tick. Returns the outbox rows that changed on the way.
+    fn send_reports(&mut self, bus: &Bus) -> Vec<Write> {
         if !self.connected || !std::mem::take(&mut self.reports_changed) {
-            return;
+            return Vec::new();
         }
-        for report in self.outbox.due(Instant::now()) {
+        let (due, writes) = self.outbox.due(Instant::now());
+        for report in due {
             let id = report.header.id.clone();
             if bus.try_send(EDGEHUB, report).is_err() {
                 self.outbox.unsent(&id);
             }
         }
+        writes
     }
 }
 

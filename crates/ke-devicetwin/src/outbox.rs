@@ -7,7 +7,11 @@
 //! flight at a time, so an older one never overtakes a newer one; reports made meanwhile are
 //! merged into one waiting report — per twin and per side for twin reports, newest wins for
 //! state — so a device reporting every second while the cloud is away costs one row, not
-//! thousands.
+//! thousands. A report the cloud does not confirm is sent again with backoff, folded under the
+//! newer report waiting behind it if there is one (so a retry carries the newest values), and
+//! given up after [`MAX_ATTEMPTS`] (the cloud refuses it: a device it does not know, or one
+//! bound to another node); only recent sends count towards [`MAX_IN_FLIGHT`], so such reports
+//! never hold the window.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,8 +22,12 @@ use serde_json::Value;
 use crate::store::Write;
 use crate::twin::DELETED;
 
-/// How long a sent report waits for its confirmation before it is sent again.
+/// How long a sent report waits for its confirmation before it is sent again (doubling with
+/// each attempt, up to [`MAX_BACKOFF`]).
 pub const RETRY_AFTER: Duration = Duration::from_secs(15);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Sends of one report (about 40 minutes of a connected cloud not confirming it).
+pub const MAX_ATTEMPTS: u32 = 10;
 /// Reports sent and not yet confirmed, at most. edgehub sends at most `messageQPS` messages a
 /// second; more in flight would only wait in its queue, be resent after [`RETRY_AFTER`] while
 /// still queued, and spend the link on duplicates.
@@ -28,6 +36,13 @@ pub const MAX_IN_FLIGHT: usize = 32;
 struct Entry {
     message: Message,
     sent: Option<Instant>,
+    attempts: u32,
+}
+
+fn backoff(attempts: u32) -> Duration {
+    RETRY_AFTER
+        .saturating_mul(1 << attempts.saturating_sub(1).min(8))
+        .min(MAX_BACKOFF)
 }
 
 #[derive(Default)]
@@ -48,6 +63,7 @@ impl Outbox {
                         Entry {
                             message,
                             sent: None,
+                            attempts: 0,
                         },
                     )
                 })
@@ -91,6 +107,7 @@ impl Outbox {
             Entry {
                 message: report.clone(),
                 sent: None,
+                attempts: 0,
             },
         );
         Write::PutReport {
@@ -110,35 +127,66 @@ impl Outbox {
         Some(Write::DeleteReport(seq))
     }
 
-    /// Reports to send now, oldest first: per resource the oldest, when it was never sent or
-    /// its confirmation is overdue, while fewer than [`MAX_IN_FLIGHT`] wait for one. They count
-    /// as sent from `now`.
-    pub fn due(&mut self, now: Instant) -> Vec<Message> {
-        let waiting =
-            |sent: Option<Instant>| sent.is_some_and(|sent| now.duration_since(sent) < RETRY_AFTER);
-        let mut in_flight = self.entries.values().filter(|e| waiting(e.sent)).count();
-        if in_flight >= MAX_IN_FLIGHT {
-            return Vec::new();
-        }
-        let mut heads = std::collections::HashSet::new();
-        let mut chosen = Vec::new();
+    /// Reports to send now — per resource its oldest report, when never sent or its
+    /// confirmation is overdue; never-sent ones first, then oldest first — while fewer than [`MAX_IN_FLIGHT`] were sent in the last
+    /// [`RETRY_AFTER`]; and the rows that changed (overdue reports folded into newer ones,
+    /// reports given up). What is returned counts as sent at `now`.
+    pub fn due(&mut self, now: Instant) -> (Vec<Message>, Vec<Write>) {
+        let recent = |e: &Entry| e.sent.is_some_and(|s| now.duration_since(s) < RETRY_AFTER);
+        let mut in_flight = self.entries.values().filter(|e| recent(e)).count();
+        let mut order: Vec<(String, Vec<i64>)> = Vec::new();
+        let mut index = std::collections::HashMap::new();
         for (seq, entry) in &self.entries {
-            if in_flight >= MAX_IN_FLIGHT {
+            let resource = entry.message.router.resource.as_str();
+            let at = *index.entry(resource).or_insert_with(|| {
+                order.push((resource.to_owned(), Vec::new()));
+                order.len() - 1
+            });
+            order[at].1.push(*seq);
+        }
+        // Reports never sent go before retries, so reports the cloud keeps refusing cannot
+        // take the window from the others.
+        order.sort_by_key(|(_, seqs)| self.entries[&seqs[0]].sent.is_some());
+        let (mut send, mut writes) = (Vec::new(), Vec::new());
+        for (resource, seqs) in order {
+            for (i, seq) in seqs.iter().enumerate() {
+                let entry = &self.entries[seq];
+                if let Some(sent) = entry.sent {
+                    if now.duration_since(sent) < backoff(entry.attempts) {
+                        break;
+                    }
+                    if entry.attempts >= MAX_ATTEMPTS {
+                        tracing::warn!(%resource, attempts = entry.attempts, "the cloud never confirmed this report; given up");
+                        self.entries.remove(seq);
+                        writes.push(Write::DeleteReport(*seq));
+                        continue;
+                    }
+                    if let Some(next) = seqs.get(i + 1) {
+                        let head = self.entries.remove(seq).expect("listed above");
+                        writes.push(Write::DeleteReport(*seq));
+                        let newer = self.entries.get_mut(next).expect("listed above");
+                        let mut folded = head.message.content;
+                        merge(&mut folded, std::mem::take(&mut newer.message.content));
+                        newer.message.content = folded;
+                        newer.attempts = head.attempts;
+                        writes.push(Write::PutReport {
+                            seq: *next,
+                            message: newer.message.clone(),
+                        });
+                        continue;
+                    }
+                }
+                if in_flight < MAX_IN_FLIGHT {
+                    let entry = self.entries.get_mut(seq).expect("listed above");
+                    entry.sent = Some(now);
+                    entry.attempts += 1;
+                    in_flight += 1;
+                    send.push(entry.message.clone());
+                }
                 break;
             }
-            if heads.insert(entry.message.router.resource.as_str()) && !waiting(entry.sent) {
-                chosen.push(*seq);
-                in_flight += 1;
-            }
         }
-        chosen
-            .into_iter()
-            .filter_map(|seq| {
-                let entry = self.entries.get_mut(&seq)?;
-                entry.sent = Some(now);
-                Some(entry.message.clone())
-            })
-            .collect()
+        (send, writes)
     }
 
     /// `id` could not be handed to the cloud link; send it again at the next chance.
@@ -149,6 +197,7 @@ impl Outbox {
             .find(|e| e.message.header.id == id)
         {
             entry.sent = None;
+            entry.attempts = entry.attempts.saturating_sub(1);
         }
     }
 
@@ -235,7 +284,7 @@ mod tests {
             TWIN,
             json!({"twin": {"a": {"expected": {"value": "1"}, "actual": {"value": "1"}}}}),
         ));
-        let first = outbox.due(now);
+        let first = outbox.due(now).0;
         assert_eq!(first.len(), 1);
         // While the first is in flight, two more reports become one waiting report.
         outbox.push(report(
@@ -248,19 +297,19 @@ mod tests {
         ));
         outbox.push(report("device/default/t/state/update", json!("online")));
         assert_eq!(outbox.len(), 3);
-        let state = outbox.due(now);
+        let state = outbox.due(now).0;
         assert_eq!(state.len(), 1, "only the state report is new");
-        assert!(outbox.due(now + Duration::from_secs(1)).is_empty());
+        assert!(outbox.due(now + Duration::from_secs(1)).0.is_empty());
 
         assert!(outbox.confirm(&first[0].header.id).is_some());
-        let second = outbox.due(now + Duration::from_secs(1));
+        let second = outbox.due(now + Duration::from_secs(1)).0;
         assert_eq!(second.len(), 1);
         assert_eq!(
             second[0].content,
             json!({"twin": {"a": {"actual": {"value": "3"}}, "b": {"actual": {"value": "9"}}}})
         );
         // Unconfirmed: sent again after the retry interval, with the same id.
-        let again = outbox.due(now + RETRY_AFTER + Duration::from_secs(1));
+        let again = outbox.due(now + RETRY_AFTER + Duration::from_secs(1)).0;
         assert!(again.iter().any(|m| m.header.id == second[0].header.id));
         assert!(outbox.confirm("unknown").is_none());
     }
@@ -275,11 +324,69 @@ mod tests {
             ));
         }
         let now = Instant::now();
-        let first = outbox.due(now);
+        let first = outbox.due(now).0;
         assert_eq!(first.len(), MAX_IN_FLIGHT);
-        assert!(outbox.due(now).is_empty());
+        assert!(outbox.due(now).0.is_empty());
         outbox.confirm(&first[0].header.id);
-        assert_eq!(outbox.due(now).len(), 1, "a confirmation frees one place");
+        assert_eq!(outbox.due(now).0.len(), 1, "a confirmation frees one place");
+    }
+
+    #[test]
+    fn overdue_reports_carry_newer_values_back_off_and_are_given_up() {
+        let mut outbox = Outbox::default();
+        let now = Instant::now();
+        outbox.push(report(
+            TWIN,
+            json!({"twin": {"a": {"actual": {"value": "1"}}, "b": {"actual": {"value": "1"}}}}),
+        ));
+        let first = outbox.due(now).0;
+        outbox.push(report(
+            TWIN,
+            json!({"twin": {"a": {"actual": {"value": "2"}}}}),
+        ));
+        // Unconfirmed: the retry is the newer report with what only the first had.
+        let (retry, writes) = outbox.due(now + RETRY_AFTER);
+        assert_eq!(retry.len(), 1);
+        assert_ne!(retry[0].header.id, first[0].header.id);
+        assert_eq!(
+            retry[0].content,
+            json!({"twin": {"a": {"actual": {"value": "2"}}, "b": {"actual": {"value": "1"}}}})
+        );
+        assert!(matches!(
+            writes[..],
+            [Write::DeleteReport(_), Write::PutReport { .. }]
+        ));
+        assert_eq!(outbox.len(), 1);
+        // Backoff doubles: not again after another 15 s, but after 30.
+        let mut at = now + RETRY_AFTER;
+        assert!(outbox.due(at + RETRY_AFTER).0.is_empty());
+        at += RETRY_AFTER * 2;
+        assert_eq!(outbox.due(at).0.len(), 1);
+        // Never confirmed: given up after MAX_ATTEMPTS sends.
+        for _ in 0..MAX_ATTEMPTS {
+            at += MAX_BACKOFF;
+            outbox.due(at);
+        }
+        assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn stuck_reports_do_not_hold_the_window() {
+        let mut outbox = Outbox::default();
+        for i in 0..MAX_IN_FLIGHT {
+            outbox.push(report(
+                &format!("device/default/stuck{i}/state/update"),
+                json!("online"),
+            ));
+        }
+        let now = Instant::now();
+        assert_eq!(outbox.due(now).0.len(), MAX_IN_FLIGHT);
+        outbox.push(report("device/default/fresh/state/update", json!("online")));
+        assert!(outbox.due(now).0.is_empty(), "the window is full");
+        // Once the stuck ones are past RETRY_AFTER they wait in backoff outside the window.
+        let later = now + RETRY_AFTER;
+        let sent = outbox.due(later).0;
+        assert!(sent.iter().any(|m| m.router.resource.contains("fresh")));
     }
 
     #[test]

@@ -66,7 +66,7 @@ fn published<'a>(effects: &'a Effects, suffix: &str) -> &'a str {
 
 fn last_report(twins: &mut Twins) -> Message {
     twins.connected = true;
-    let mut due = twins.outbox.due(Instant::now());
+    let mut due = twins.outbox.due(Instant::now()).0;
     due.pop().expect("a report for the cloud")
 }
 
@@ -184,6 +184,7 @@ fn upstreams_timeline_gives_upstreams_payloads() {
     let state = twins
         .outbox
         .due(Instant::now())
+        .0
         .into_iter()
         .find(|m| m.router.resource.ends_with("state/update"))
         .expect("a state report");

@@ -12,9 +12,11 @@
 //! * **Out of the bus** ([`routes::egress`]): `publish`, `subscribe`, `unsubscribe`,
 //!   `message` and `get_result` requests from other modules and the cloud.
 //!
-//! Everything published here is QoS 1. Nothing received from MQTT is lost between the broker
-//! and the bus: the bus send waits for room (back-pressure reaches the broker's session
-//! queue, the one place a slow consumer drops — as it would for any MQTT subscriber).
+//! Everything published here is QoS 1. A message received from MQTT waits for room in the bus
+//! (back-pressure reaches the broker's session queue, which drops for a slow consumer as it
+//! would for any MQTT subscriber); publishing never waits — an external broker that is away
+//! loses what its queue cannot hold — so the bus never waits on a broker, and devicetwin,
+//! which never waits on eventbus, can always drain what eventbus hands it.
 
 pub mod routes;
 mod topics;
@@ -349,7 +351,7 @@ impl Links {
             }
         };
         match request {
-            Egress::Publish { topic, payload } => self.publish(topic, payload.into()).await,
+            Egress::Publish { topic, payload } => self.publish(topic, payload.into()),
             Egress::Subscribe(filter) => {
                 if let Err(err) = topics.insert(&filter) {
                     tracing::warn!(%filter, %err, "subscription not kept in sub_topics");
@@ -376,7 +378,7 @@ impl Links {
         }
     }
 
-    async fn publish(&self, topic: String, payload: Bytes) {
+    fn publish(&self, topic: String, payload: Bytes) {
         if let Some(client) = &self.external {
             let message = broker::Message {
                 topic: topic.clone(),
@@ -384,8 +386,10 @@ impl Links {
                 qos: QoS::AtLeastOnce,
                 retain: false,
             };
-            if client.publish(message).await.is_err() {
-                tracing::warn!(%topic, "external MQTT client stopped; message not published");
+            // Never wait for an external broker that is away: the embedded one and the bus
+            // (devicetwin, the cloud's messages) go on.
+            if let Err(err) = client.try_publish(message) {
+                tracing::warn!(%topic, %err, "not published to the external MQTT broker");
             }
         }
         if let Some(broker) = &self.internal {
@@ -406,11 +410,17 @@ async fn recv(receiver: &mut Option<mpsc::Receiver<broker::Message>>) -> Option<
     }
 }
 
-fn server_tls(files: &TlsFiles) -> anyhow::Result<rustls::ServerConfig> {
+/// The CA (DER), certificate (DER) and key `eventBusTLS` names.
+fn tls_files(files: &TlsFiles) -> anyhow::Result<(Vec<u8>, Vec<u8>, ke_pki::EdgeKeyPair)> {
     let ca = ke_pki::persist::read_cert_file(&files.ca)
         .with_context(|| format!("eventBusTLS CA {}", files.ca.display()))?;
     let (cert, key) = ke_pki::persist::read_edge_cert_and_key(&files.cert, &files.key)
         .with_context(|| format!("eventBusTLS certificate {}", files.cert.display()))?;
+    Ok((ca, cert, key))
+}
+
+fn server_tls(files: &TlsFiles) -> anyhow::Result<rustls::ServerConfig> {
+    let (ca, cert, key) = tls_files(files)?;
     Ok(ke_pki::tls::server_config_optional_client_cert(
         &ca,
         &cert,
@@ -419,10 +429,7 @@ fn server_tls(files: &TlsFiles) -> anyhow::Result<rustls::ServerConfig> {
 }
 
 fn client_tls(files: &TlsFiles) -> anyhow::Result<rustls::ClientConfig> {
-    let ca = ke_pki::persist::read_cert_file(&files.ca)
-        .with_context(|| format!("eventBusTLS CA {}", files.ca.display()))?;
-    let (cert, key) = ke_pki::persist::read_edge_cert_and_key(&files.cert, &files.key)
-        .with_context(|| format!("eventBusTLS certificate {}", files.cert.display()))?;
+    let (ca, cert, key) = tls_files(files)?;
     Ok(ke_pki::tls::client_config_mtls(&ca, &cert, key.key())?)
 }
 

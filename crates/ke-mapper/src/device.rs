@@ -9,7 +9,7 @@ use ke_dmi::v1beta1 as pb;
 use ke_dmi::v1beta1::device_manager_service_client::DeviceManagerServiceClient;
 use tokio_util::sync::CancellationToken;
 
-use crate::driver::{Connection, DeviceConfig, Driver, DriverError, PropertyConfig};
+use crate::driver::{Connection, DeviceConfig, Driver, DriverError, MqttPush, PropertyConfig};
 
 type Manager = DeviceManagerServiceClient<tonic::transport::Channel>;
 
@@ -75,7 +75,12 @@ pub(crate) fn config(
                     .as_ref()
                     .and_then(|m| m.mqtt.as_ref())
                     .filter(|m| !m.address.is_empty() && !m.topic.is_empty())
-                    .map(|m| (m.address.clone(), m.topic.clone())),
+                    .map(|m| MqttPush {
+                        address: m.address.clone(),
+                        topic: m.topic.clone(),
+                        qos: u8::from(m.qos > 0),
+                        retained: m.retained,
+                    }),
             }
         })
         .collect();
@@ -113,6 +118,7 @@ pub(crate) fn start(config: DeviceConfig, driver: Arc<dyn Driver>, manager: Mana
         values: Arc::clone(&values),
         pushers: HashMap::new(),
         stop: stop.clone(),
+        reported_state: "",
     };
     tokio::spawn(run.run());
     Handle {
@@ -130,6 +136,8 @@ struct Run {
     /// MQTT clients by broker address, for `pushMethod.mqtt`.
     pushers: HashMap<String, ke_mqtt::client::Client>,
     stop: CancellationToken,
+    /// The state edgecore last accepted.
+    reported_state: &'static str,
 }
 
 impl Run {
@@ -140,12 +148,11 @@ impl Run {
 
     async fn connected_loop(&mut self) {
         let mut wait = Duration::from_millis(500);
-        let mut state = "";
         loop {
             match self.driver.connect(&self.config).await {
                 Ok(mut connection) => {
                     wait = Duration::from_millis(500);
-                    self.report_state(&mut state, "online").await;
+                    self.report_state("online").await;
                     let err = self.serve(connection.as_mut()).await;
                     tracing::warn!(device = %self.config.name, %err, "device lost; reconnecting");
                 }
@@ -153,24 +160,28 @@ impl Run {
                     tracing::warn!(device = %self.config.name, %err, "cannot reach the device");
                 }
             }
-            self.report_state(&mut state, "offline").await;
+            self.report_state("offline").await;
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(MAX_RECONNECT_WAIT);
         }
     }
 
-    async fn report_state(&self, current: &mut &'static str, state: &'static str) {
-        if *current == state {
+    /// Tells edgecore the device's state, unless it already knows it; a state edgecore did
+    /// not take is tried again on the next call (every collect tick while connected).
+    async fn report_state(&mut self, state: &'static str) {
+        if self.reported_state == state {
             return;
         }
-        *current = state;
         let request = pb::ReportDeviceStatesRequest {
             device_name: self.config.name.clone(),
             device_namespace: self.config.namespace.clone(),
             state: state.into(),
         };
-        if let Err(status) = self.manager.clone().report_device_states(request).await {
-            tracing::warn!(device = %self.config.name, message = status.message(), "state not reported");
+        match self.manager.clone().report_device_states(request).await {
+            Ok(_) => self.reported_state = state,
+            Err(status) => {
+                tracing::warn!(device = %self.config.name, message = status.message(), "state not reported");
+            }
         }
     }
 
@@ -202,6 +213,7 @@ impl Run {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
+            self.report_state("online").await;
             let now = Instant::now();
             let mut twins = Vec::new();
             let properties = self.config.properties.clone();
@@ -229,7 +241,7 @@ impl Run {
                     continue;
                 }
                 last_report.insert(property.name.clone(), (value.clone(), now));
-                self.push(property, &value).await;
+                self.push(property, &value);
                 if property.report_to_cloud {
                     twins.push(pb::Twin {
                         property_name: property.name.clone(),
@@ -268,15 +280,15 @@ impl Run {
         }
     }
 
-    /// `pushMethod.mqtt`: the value as mapper-framework publishes it.
-    async fn push(&mut self, property: &PropertyConfig, value: &str) {
-        let Some((address, topic)) = &property.push_mqtt else {
+    /// `pushMethod.mqtt`: the value as a JSON document (mapper-framework publishes a line of
+    /// text, `time is <time>  <topic>: <value>`; a document is what consumers can parse).
+    fn push(&mut self, property: &PropertyConfig, value: &str) {
+        let Some(push) = &property.push_mqtt else {
             return;
         };
-        let client = self.pushers.entry(address.clone()).or_insert_with(|| {
-            let host_port = address
-                .split_once("://")
-                .map_or(address.as_str(), |(_, r)| r);
+        let client = self.pushers.entry(push.address.clone()).or_insert_with(|| {
+            let address = push.address.as_str();
+            let host_port = address.split_once("://").map_or(address, |(_, r)| r);
             let config = ke_mqtt::client::ClientConfig {
                 address: host_port.to_owned(),
                 client_id: format!("mapper-{}-{}", self.config.name, std::process::id()),
@@ -298,12 +310,17 @@ impl Run {
             "timestamp": now_ms(),
         });
         let message = ke_mqtt::broker::Message {
-            topic: topic.clone(),
+            topic: push.topic.clone(),
             payload: Bytes::from(payload.to_string()),
-            qos: ke_mqtt::QoS::AtLeastOnce,
-            retain: false,
+            qos: if push.qos > 0 {
+                ke_mqtt::QoS::AtLeastOnce
+            } else {
+                ke_mqtt::QoS::AtMostOnce
+            },
+            retain: push.retained,
         };
-        let _ = client.publish(message).await;
+        // A broker that is away costs pushed values, never the device's collect cycle.
+        let _ = client.try_publish(message);
     }
 }
 

@@ -29,8 +29,18 @@ pub struct PropertyConfig {
     pub collect_cycle: Duration,
     pub report_cycle: Duration,
     pub report_to_cloud: bool,
-    /// `pushMethod.mqtt`: the broker (`tcp://host:port`) and topic each new value goes to.
-    pub push_mqtt: Option<(String, String)>,
+    /// `pushMethod.mqtt`: where each new value is also published.
+    pub push_mqtt: Option<MqttPush>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttPush {
+    /// `tcp://host:port`.
+    pub address: String,
+    pub topic: String,
+    /// 0 or 1 (2 is sent as 1).
+    pub qos: u8,
+    pub retained: bool,
 }
 
 impl PropertyConfig {
@@ -42,7 +52,8 @@ impl PropertyConfig {
 /// Why a driver could not do something; mappers log it and report the device's state.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    /// The device's settings make no sense for the protocol (never retried until they change).
+    /// The device's settings make no sense for the protocol: from `connect`, retried with
+    /// backoff like any failure; from `read`/`write`, that property is skipped (and logged).
     #[error("configuration: {0}")]
     Config(String),
     /// The device did not answer or refused (retried).

@@ -24,7 +24,7 @@ use ke_dmi::v1beta1 as pb;
 use ke_dmi::v1beta1::device_manager_service_client::DeviceManagerServiceClient;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::driver::{Connection, DeviceConfig, Driver, DriverError, PropertyConfig};
+pub use crate::driver::{Connection, DeviceConfig, Driver, DriverError, MqttPush, PropertyConfig};
 
 #[derive(Debug, Clone)]
 pub struct MapperSettings {
@@ -119,7 +119,11 @@ pub async fn run(
             "registered with edgecore"
         );
         for device in &response.device_list {
-            state.start(device);
+            // edgecore may have sent a newer version through the service meanwhile.
+            let started = lock(&state.devices).contains_key(&key(&device.namespace, &device.name));
+            if !started {
+                state.start(device);
+            }
         }
     }
     cancel.cancelled().await;

@@ -139,7 +139,6 @@ impl FromStr for NodeResource {
     }
 }
 
-/// Splits `node/<id>/<rest>` into `(id, rest)`. `rest` may be any shape, e.g. `membership`.
 /// The resource eventbus gives a device or node MQTT topic on its way to devicetwin: Go's
 /// `base64.URLEncoding` (URL alphabet, padded).
 pub fn mqtt_topic_resource(topic: &str) -> String {
@@ -156,6 +155,7 @@ pub fn topic_of_resource(resource: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// Splits `node/<id>/<rest>` into `(id, rest)`. `rest` may be any shape, e.g. `membership`.
 pub fn split_node_prefix(resource: &str) -> Option<(&str, &str)> {
     let rest = resource.strip_prefix(NODE_TOKEN)?.strip_prefix('/')?;
     let (node_id, rest) = rest.split_once('/')?;

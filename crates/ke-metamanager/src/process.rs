@@ -193,13 +193,18 @@ pub(crate) async fn handle(state: &Arc<State>, bus: &Bus, batch: Vec<Message>) {
     let writer = Arc::clone(state);
     let stored = tokio::task::spawn_blocking(move || {
         let result = writer.lock().batch(|b| {
+            // Deletions the store refused: the stored object is another one of that name.
+            let mut kept = HashSet::new();
             for (message, plan) in &plans {
                 match plan {
                     Plan::Store(resource) => {
                         b.upsert(resource, &message.content)?;
                     }
                     Plan::Remove(resource, uid) => {
-                        b.delete(resource, uid.as_deref())?;
+                        let removed = b.delete(resource, uid.as_deref())?;
+                        if !removed {
+                            kept.insert(message.header.id.clone());
+                        }
                     }
                     Plan::Report => b.record_report(message)?,
                     Plan::LateResponse(Some(resource)) if is_object(&message.content) => {
@@ -208,7 +213,7 @@ pub(crate) async fn handle(state: &Arc<State>, bus: &Bus, batch: Vec<Message>) {
                     _ => {}
                 }
             }
-            Ok(())
+            Ok(kept)
         });
         (plans, result)
     })
@@ -220,12 +225,14 @@ pub(crate) async fn handle(state: &Arc<State>, bus: &Bus, batch: Vec<Message>) {
             return;
         }
     };
+    let mut kept = HashSet::new();
     let stored = match result {
-        Ok(((), applied)) => {
+        Ok((refused, applied)) => {
             for change in applied.changes {
                 // No subscriber is fine: the metaserver may be disabled.
                 let _ = state.changes.send(change);
             }
+            kept = refused;
             Ok(())
         }
         Err(err) => {
@@ -234,7 +241,8 @@ pub(crate) async fn handle(state: &Arc<State>, bus: &Bus, batch: Vec<Message>) {
         }
     };
     for (message, plan) in plans {
-        after_commit(state, bus, message, plan, stored.as_ref().err()).await;
+        let stale = kept.contains(&message.header.id);
+        after_commit(state, bus, message, plan, stored.as_ref().err(), stale).await;
     }
 }
 
@@ -244,6 +252,7 @@ async fn after_commit(
     message: Message,
     plan: Plan,
     store_error: Option<&String>,
+    stale_delete: bool,
 ) {
     match plan {
         Plan::Store(_) | Plan::Remove(..) => {
@@ -257,7 +266,9 @@ async fn after_commit(
             if bus.contains(EDGED) {
                 let _ = bus.send(EDGED, message.clone()).await;
             }
-            forward_to_twin(bus, &message).await;
+            if !stale_delete {
+                forward_to_twin(bus, &message).await;
+            }
             send_to_hub(bus, Message::ack_for(&message)).await;
         }
         Plan::Report => {

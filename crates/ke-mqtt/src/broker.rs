@@ -83,6 +83,8 @@ struct Session {
     /// QoS 1 messages for a persistent session while its client is away.
     parked: VecDeque<Message>,
     persistent: bool,
+    /// An in-process subscriber's session: no network client may take it over.
+    in_process: bool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -182,6 +184,7 @@ impl Broker {
                 link: Some((id, sender)),
                 parked: VecDeque::new(),
                 persistent: false,
+                in_process: true,
             },
         );
         receiver
@@ -325,6 +328,13 @@ impl Broker {
             }
         }
         let state = lock(&self.shared.state);
+        if state
+            .sessions
+            .get(&connect.client_id)
+            .is_some_and(|s| s.in_process)
+        {
+            return (ConnectCode::IdentifierRejected, false);
+        }
         let resumed = !connect.clean_session
             && state
                 .sessions
@@ -348,6 +358,7 @@ impl Broker {
                 link: None,
                 parked: VecDeque::new(),
                 persistent: false,
+                in_process: false,
             });
         if connect.clean_session {
             session.subscriptions.clear();

@@ -54,10 +54,29 @@ enum Request {
 #[error("the MQTT client has stopped")]
 pub struct Stopped;
 
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TryPublishError {
+    #[error("the queue for the broker is full")]
+    Full,
+    #[error("the MQTT client has stopped")]
+    Stopped,
+}
+
 impl Client {
     /// Queues `message` for the broker; waits while the queue is full.
     pub async fn publish(&self, message: Message) -> Result<(), Stopped> {
         self.request(Request::Publish(message)).await
+    }
+
+    /// Queues `message` for the broker unless the queue is full (the broker is away or slow):
+    /// for callers that must not wait on a broker.
+    pub fn try_publish(&self, message: Message) -> Result<(), TryPublishError> {
+        self.outgoing
+            .try_send(Request::Publish(message))
+            .map_err(|err| match err {
+                mpsc::error::TrySendError::Full(_) => TryPublishError::Full,
+                mpsc::error::TrySendError::Closed(_) => TryPublishError::Stopped,
+            })
     }
 
     /// Subscribes `filter` now (if connected) and on every later connection.

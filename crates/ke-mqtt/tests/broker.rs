@@ -147,6 +147,23 @@ fn in_process_subscribers_and_publishers_meet_real_clients() {
         (got.topic.as_str(), &got.payload[..]),
         ("$hw/events/upload/x", &b"up"[..])
     );
+    // A network client cannot take the in-process subscriber's session over.
+    let impostor = publish(
+        broker.port,
+        &["-i", "eventbus", "-t", "$hw/events/upload/y", "-m", "x"],
+    );
+    assert!(!impostor.status.success(), "a client took eventbus's id");
+    let out = publish(
+        broker.port,
+        &["-q", "1", "-t", "$hw/events/upload/z", "-m", "still"],
+    );
+    assert!(out.status.success());
+    let got = broker
+        .runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(5), inbox.recv()).await })
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got.payload[..], b"still");
 
     let sub = subscribe(
         broker.port,

@@ -46,8 +46,14 @@ impl Connection for VirtualDevice {
         if property.visitor["random"].as_bool() == Some(true)
             && let Ok(current) = value.parse::<f64>()
         {
-            let min = property.visitor["minimum"].as_f64().unwrap_or(0.0);
-            let max = property.visitor["maximum"].as_f64().unwrap_or(100.0);
+            let a = property.visitor["minimum"].as_f64().unwrap_or(0.0);
+            let b = property.visitor["maximum"].as_f64().unwrap_or(100.0);
+            if !a.is_finite() || !b.is_finite() {
+                return Err(DriverError::Config(
+                    "minimum and maximum must be numbers".into(),
+                ));
+            }
+            let (min, max) = (a.min(b), a.max(b));
             let step = (fastrand::f64() - 0.5) * (max - min) / 10.0;
             let next = (current + step).clamp(min, max);
             *value = if matches!(property.value_type.as_str(), "INT" | "INTEGER") {
