@@ -133,7 +133,16 @@ impl Outbox {
     /// reports given up). What is returned counts as sent at `now`.
     pub fn due(&mut self, now: Instant) -> (Vec<Message>, Vec<Write>) {
         let recent = |e: &Entry| e.sent.is_some_and(|s| now.duration_since(s) < RETRY_AFTER);
+        let overdue = |e: &Entry| {
+            e.sent
+                .is_some_and(|s| now.duration_since(s) >= backoff(e.attempts))
+        };
         let mut in_flight = self.entries.values().filter(|e| recent(e)).count();
+        // The common case under load, without allocating: the window is full and nothing is
+        // overdue.
+        if in_flight >= MAX_IN_FLIGHT && !self.entries.values().any(overdue) {
+            return (Vec::new(), Vec::new());
+        }
         let mut order: Vec<(String, Vec<i64>)> = Vec::new();
         let mut index = std::collections::HashMap::new();
         for (seq, entry) in &self.entries {
