@@ -296,7 +296,44 @@ fn serve_modbus(mut stream: TcpStream, registers: &Mutex<[u16; 16]>) {
     }
 }
 
-fn modbus_manifest(port: u16, desired: Option<&str>) -> String {
+/// An HTTP server that answers 200 to everything and keeps the bodies it was sent.
+fn http_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&bodies);
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request);
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        kept.lock().unwrap().push(body.to_owned());
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                        request.clear();
+                    }
+                }
+            }
+        }
+    });
+    (port, bodies)
+}
+
+fn modbus_manifest(port: u16, http_port: u16, desired: Option<&str>) -> String {
     let desired = desired
         .map(|v| format!("    desired:\n      value: \"{v}\"\n"))
         .unwrap_or_default();
@@ -340,6 +377,12 @@ spec:
     collectCycle: 200
     reportCycle: 1000
     reportToCloud: true
+    pushMethod:
+      http:
+        hostName: 127.0.0.1
+        port: {http_port}
+        requestPath: /values
+        timeout: 2000
 "#
     )
 }
@@ -358,6 +401,7 @@ fn boiler_reported(cloud: &Cloud) -> Option<String> {
 fn the_modbus_mapper_reads_registers_into_device_status_and_writes_desired_values() {
     let modbus = ModbusServer::start();
     modbus.set(2, 25);
+    let (http_port, pushed) = http_sink();
     let dir = tempfile::tempdir().unwrap();
     let cloud = Cloud::start(dir.path());
     let config = cloud.edge_config(&dir.path().join("edge"), "edge-mb", &[]);
@@ -375,7 +419,7 @@ fn the_modbus_mapper_reads_registers_into_device_status_and_writes_desired_value
     mapper.wait_for_log("registered with edgecore", WAIT);
 
     let manifest = dir.path().join("boiler.yaml");
-    std::fs::write(&manifest, modbus_manifest(modbus.port, None)).unwrap();
+    std::fs::write(&manifest, modbus_manifest(modbus.port, http_port, None)).unwrap();
     let applied = Instant::now();
     let out = cloud.kubectl(&["apply", "-f", manifest.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
@@ -396,12 +440,22 @@ fn the_modbus_mapper_reads_registers_into_device_status_and_writes_desired_value
     eprintln!("register change → DeviceStatus: {:?}", changed.elapsed());
     let state = cloud.get(&["devicestatus", "boiler-01"]).unwrap();
     assert_eq!(state["status"]["state"], "online");
+    // pushMethod.http: the values were POSTed as they were read.
+    let bodies = pushed.lock().unwrap().clone();
+    assert!(
+        bodies.iter().any(|b| b.contains(r#""propertyName":"temperature""#) && b.contains(r#""value":"27""#)),
+        "pushed: {bodies:?}"
+    );
 
     // Bad DMI requests get errors; garbage on the socket is dropped; edgecore goes on.
     refuse_bad_dmi_requests(&etc.join("dmi.sock"));
 
     // A desired value in the Device is written to the register.
-    std::fs::write(&manifest, modbus_manifest(modbus.port, Some("30"))).unwrap();
+    std::fs::write(
+        &manifest,
+        modbus_manifest(modbus.port, http_port, Some("30")),
+    )
+    .unwrap();
     let out = cloud.kubectl(&["apply", "-f", manifest.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
     eventually("the desired value in the register", WAIT, || {

@@ -303,3 +303,66 @@ async fn subscriptions_are_kept_in_sub_topics_across_restarts() {
             .is_clean()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_serves_tls_and_checks_credentials() {
+    use std::time::SystemTime;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ke_pki::CertificateAuthority::generate(SystemTime::now()).unwrap();
+    let spec = ke_pki::ServerCertSpec {
+        ips: vec!["127.0.0.1".parse().unwrap()],
+        dns_names: vec![],
+    };
+    let cert = ke_pki::ServerCert::issue(&ca, &spec, SystemTime::now()).unwrap();
+    let files = ke_eventbus::TlsFiles {
+        ca: dir.path().join("rootCA.crt"),
+        cert: dir.path().join("server.crt"),
+        key: dir.path().join("server.key"),
+    };
+    std::fs::write(&files.ca, ca.ca_pem()).unwrap();
+    cert.save(&files.cert, &files.key).unwrap();
+
+    let port = free_port();
+    let mut settings = settings(Mode::Internal, port, free_port());
+    settings.tls = Some(files.clone());
+    settings.credentials = Some(("mapper".into(), "s3cret".into()));
+    let mut node = start(settings, SubTopics::in_memory()).await;
+    let ca_file = files.ca.to_str().unwrap().to_owned();
+    let publish_with = |args: Vec<&str>| {
+        let mut all = vec!["--cafile", ca_file.as_str(), "-t", "$hw/events/upload/x"];
+        all.extend(args);
+        client("mosquitto_pub", port, &all).output().unwrap()
+    };
+    // The broker listens a moment after start.
+    let mut sealed = publish_with(vec!["-u", "mapper", "-P", "s3cret", "-m", "sealed"]);
+    for _ in 0..50 {
+        if sealed.status.success() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sealed = publish_with(vec!["-u", "mapper", "-P", "s3cret", "-m", "sealed"]);
+    }
+    assert!(
+        sealed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sealed.stderr)
+    );
+    let uploaded = next(&mut node.hub, "the TLS client's message").await;
+    assert_eq!(uploaded.content, serde_json::json!("sealed"));
+    let wrong = publish_with(vec!["-u", "mapper", "-P", "guess", "-m", "x"]);
+    assert!(!wrong.status.success(), "a wrong password was accepted");
+    let plain = client("mosquitto_pub", port, &["-t", "a", "-m", "open"])
+        .output()
+        .unwrap();
+    assert!(
+        !plain.status.success(),
+        "plain MQTT on the TLS port was accepted"
+    );
+    assert!(
+        node.runtime
+            .shutdown(Duration::from_secs(5))
+            .await
+            .is_clean()
+    );
+}

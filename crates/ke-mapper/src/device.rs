@@ -9,7 +9,9 @@ use ke_dmi::v1beta1 as pb;
 use ke_dmi::v1beta1::device_manager_service_client::DeviceManagerServiceClient;
 use tokio_util::sync::CancellationToken;
 
-use crate::driver::{Connection, DeviceConfig, Driver, DriverError, MqttPush, PropertyConfig};
+use crate::driver::{
+    Connection, DeviceConfig, Driver, DriverError, HttpPush, MqttPush, PropertyConfig,
+};
 
 type Manager = DeviceManagerServiceClient<tonic::transport::Channel>;
 
@@ -80,6 +82,36 @@ pub(crate) fn config(
                         topic: m.topic.clone(),
                         qos: u8::from(m.qos > 0),
                         retained: m.retained,
+                    }),
+                push_http: p
+                    .push_method
+                    .as_ref()
+                    .and_then(|m| m.http.as_ref())
+                    .filter(|h| !h.hostname.is_empty())
+                    .map(|h| {
+                        let host = h.hostname.trim_end_matches('/');
+                        let host = if host.contains("://") {
+                            host.to_owned()
+                        } else {
+                            format!("http://{host}")
+                        };
+                        let port = if h.port > 0 {
+                            format!(":{}", h.port)
+                        } else {
+                            String::new()
+                        };
+                        let path = if h.requestpath.starts_with('/') {
+                            h.requestpath.clone()
+                        } else {
+                            format!("/{}", h.requestpath)
+                        };
+                        HttpPush {
+                            url: format!("{host}{port}{path}"),
+                            timeout: u64::try_from(h.timeout)
+                                .ok()
+                                .filter(|t| *t > 0)
+                                .map_or(Duration::from_secs(5), Duration::from_millis),
+                        }
                     }),
             }
         })
@@ -280,47 +312,61 @@ impl Run {
         }
     }
 
-    /// `pushMethod.mqtt`: the value as a JSON document (mapper-framework publishes a line of
-    /// text, `time is <time>  <topic>: <value>`; a document is what consumers can parse).
+    /// `pushMethod.mqtt` and `pushMethod.http`: the value as a JSON document (mapper-framework
+    /// publishes a line of text, `time is <time>  <topic>: <value>`; a document is what
+    /// consumers can parse). Neither waits: a broker or server that is away costs pushed
+    /// values, never the device's collect cycle.
     fn push(&mut self, property: &PropertyConfig, value: &str) {
-        let Some(push) = &property.push_mqtt else {
+        if property.push_mqtt.is_none() && property.push_http.is_none() {
             return;
-        };
-        let client = self.pushers.entry(push.address.clone()).or_insert_with(|| {
-            let address = push.address.as_str();
-            let host_port = address.split_once("://").map_or(address, |(_, r)| r);
-            let config = ke_mqtt::client::ClientConfig {
-                address: host_port.to_owned(),
-                client_id: format!("mapper-{}-{}", self.config.name, std::process::id()),
-                keep_alive: Duration::from_secs(30),
-                credentials: None,
-                subscriptions: Vec::new(),
-                queue: 256,
-                max_packet: 1 << 20,
-                tls: None,
+        }
+        let payload = Bytes::from(
+            serde_json::json!({
+                "deviceName": self.config.name,
+                "namespace": self.config.namespace,
+                "propertyName": property.name,
+                "value": value,
+                "type": twin_type(&property.value_type),
+                "timestamp": now_ms(),
+            })
+            .to_string(),
+        );
+        if let Some(push) = &property.push_mqtt {
+            let client = self.pushers.entry(push.address.clone()).or_insert_with(|| {
+                let address = push.address.as_str();
+                let host_port = address.split_once("://").map_or(address, |(_, r)| r);
+                let config = ke_mqtt::client::ClientConfig {
+                    address: host_port.to_owned(),
+                    client_id: format!("mapper-{}-{}", self.config.name, std::process::id()),
+                    keep_alive: Duration::from_secs(30),
+                    credentials: None,
+                    subscriptions: Vec::new(),
+                    queue: 256,
+                    max_packet: 1 << 20,
+                    tls: None,
+                };
+                ke_mqtt::client::connect(config, self.stop.clone()).0
+            });
+            let message = ke_mqtt::broker::Message {
+                topic: push.topic.clone(),
+                payload: payload.clone(),
+                qos: if push.qos > 0 {
+                    ke_mqtt::QoS::AtLeastOnce
+                } else {
+                    ke_mqtt::QoS::AtMostOnce
+                },
+                retain: push.retained,
             };
-            ke_mqtt::client::connect(config, self.stop.clone()).0
-        });
-        let payload = serde_json::json!({
-            "deviceName": self.config.name,
-            "namespace": self.config.namespace,
-            "propertyName": property.name,
-            "value": value,
-            "type": twin_type(&property.value_type),
-            "timestamp": now_ms(),
-        });
-        let message = ke_mqtt::broker::Message {
-            topic: push.topic.clone(),
-            payload: Bytes::from(payload.to_string()),
-            qos: if push.qos > 0 {
-                ke_mqtt::QoS::AtLeastOnce
-            } else {
-                ke_mqtt::QoS::AtMostOnce
-            },
-            retain: push.retained,
-        };
-        // A broker that is away costs pushed values, never the device's collect cycle.
-        let _ = client.try_publish(message);
+            let _ = client.try_publish(message);
+        }
+        if let Some(push) = property.push_http.clone() {
+            let device = self.config.name.clone();
+            tokio::spawn(async move {
+                if let Err(err) = crate::push::post(&push, payload).await {
+                    tracing::warn!(%device, url = %push.url, %err, "value not pushed");
+                }
+            });
+        }
     }
 }
 

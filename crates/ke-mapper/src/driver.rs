@@ -31,6 +31,15 @@ pub struct PropertyConfig {
     pub report_to_cloud: bool,
     /// `pushMethod.mqtt`: where each new value is also published.
     pub push_mqtt: Option<MqttPush>,
+    /// `pushMethod.http`: where each new value is also POSTed.
+    pub push_http: Option<HttpPush>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpPush {
+    /// `http://<hostName>:<port><requestPath>`.
+    pub url: String,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,12 +6,14 @@
 //! values, read every property each `collectCycle`, report values to edgecore
 //! (`ReportDeviceStatus`, when a value changes or `reportCycle` has passed) and the device's
 //! state (`ReportDeviceStates`: `online`, or `offline` while it cannot be reached), and push
-//! values to an MQTT broker when the property asks (`pushMethod.mqtt`). Devices and models
+//! values to an MQTT broker or an HTTP endpoint when the property asks (`pushMethod.mqtt`,
+//! `pushMethod.http`). Devices and models
 //! edgecore adds, changes or removes later arrive through the service ([`service`]); a changed
 //! device restarts with its new settings, so a new desired value is written at once.
 
 mod device;
 pub mod driver;
+mod push;
 mod service;
 
 use std::collections::HashMap;
@@ -24,7 +26,9 @@ use ke_dmi::v1beta1 as pb;
 use ke_dmi::v1beta1::device_manager_service_client::DeviceManagerServiceClient;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::driver::{Connection, DeviceConfig, Driver, DriverError, MqttPush, PropertyConfig};
+pub use crate::driver::{
+    Connection, DeviceConfig, Driver, DriverError, HttpPush, MqttPush, PropertyConfig,
+};
 
 #[derive(Debug, Clone)]
 pub struct MapperSettings {

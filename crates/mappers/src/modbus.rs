@@ -384,6 +384,7 @@ mod tests {
             report_cycle: Duration::from_secs(1),
             report_to_cloud: true,
             push_mqtt: None,
+            push_http: None,
         }
     }
 
