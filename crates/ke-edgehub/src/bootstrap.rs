@@ -38,6 +38,21 @@ pub enum BootstrapError {
     WrongCertificate { node: String },
 }
 
+/// Whether cloudcore at `http_server` (`https://host:10002`) already has a node `node`
+/// (`GET /node/<node>`: 200 yes, 404 no), as `keadm join` asks before joining. Unverified
+/// TLS, like the CA fetch: nothing secret is sent or trusted.
+pub async fn node_exists(http_server: &str, node: &str) -> Result<bool, BootstrapError> {
+    let url = format!("{http_server}/node/{node}");
+    let tls = ke_pki::tls::client_config_for_ca_fetch()?;
+    match https::get(&url, tls, &[], Vec::new(), REQUEST_TIMEOUT).await {
+        Ok(_) => Ok(true),
+        Err(HttpError::Status { status, .. }) if status == hyper::StatusCode::NOT_FOUND => {
+            Ok(false)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// Whether the edge has a usable certificate for its node name.
 pub fn needs_join(settings: &EdgeHubSettings) -> bool {
     persist::edge_needs_bootstrap(&settings.cert_file, &settings.key_file, &settings.node_name)

@@ -1,0 +1,121 @@
+//! `keadm init`, `keadm gettoken`, `keadm reset cloud`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use ke_config::{CloudCoreConfig, EmbeddedControlPlane, HostInfo};
+
+use crate::paths::{Root, binary};
+use crate::supervise;
+
+const COMPONENT: &str = "cloudcore";
+
+/// Starts cloudcore (embedded control plane unless `kube_config` names a cluster), or says it
+/// already runs.
+pub fn init(
+    root: &Root,
+    advertise_address: Option<&str>,
+    kube_config: Option<&Path>,
+) -> anyhow::Result<()> {
+    let pid_file = root.pid_file(COMPONENT);
+    if let Some(pid) = supervise::running(&pid_file) {
+        println!("cloudcore is already running (keadm supervisor pid {pid})");
+        return report(root);
+    }
+    let config_path = root.cloudcore_config();
+    if config_path.exists() {
+        println!("using the existing {}", config_path.display());
+    } else {
+        let host = HostInfo::detect();
+        let mut config = CloudCoreConfig::default_for(&host);
+        if let Some(address) = advertise_address {
+            address
+                .parse::<std::net::IpAddr>()
+                .with_context(|| format!("--advertise-address {address:?} is not an IP address"))?;
+            config.modules.cloud_hub.advertise_address = vec![address.to_owned()];
+        }
+        match kube_config {
+            Some(path) => {
+                let path = std::fs::canonicalize(path)
+                    .with_context(|| format!("--kube-config {}", path.display()))?;
+                config.kube_api_config.kube_config = path.display().to_string();
+            }
+            None => config.kube_api_config.embedded = Some(EmbeddedControlPlane::default()),
+        }
+        let text = root.relocate(&ke_config::to_yaml(&config));
+        write(&config_path, &text)?;
+    }
+    let cloudcore = binary("cloudcore")?;
+    let log = root.log_file(COMPONENT);
+    let args = vec!["--config".to_owned(), config_path.display().to_string()];
+    supervise::start(&pid_file, &log, &cloudcore, &args)?;
+    // Ready when the join token is written (after the CA, the server certificate and, with the
+    // embedded control plane, the API server).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !root.token_file().exists() {
+        if supervise::running(&pid_file).is_none() || Instant::now() > deadline {
+            bail!("cloudcore did not start; see {}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("cloudcore is running; its log is {}", log.display());
+    report(root)
+}
+
+fn report(root: &Root) -> anyhow::Result<()> {
+    if root.admin_kubeconfig().exists() {
+        println!(
+            "kubectl: kubectl --kubeconfig {} get nodes",
+            root.admin_kubeconfig().display()
+        );
+    }
+    let token = read_token(root)?;
+    println!(
+        "join an edge node: keadm join --cloudcore-ipport <this machine's address>:10000 --token {token}"
+    );
+    Ok(())
+}
+
+fn read_token(root: &Root) -> anyhow::Result<String> {
+    let path = root.token_file();
+    let token = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no join token at {} (is cloudcore running? keadm init)",
+            path.display()
+        )
+    })?;
+    Ok(token.trim().to_owned())
+}
+
+/// `keadm gettoken`: the join token cloudcore keeps current.
+pub fn gettoken(root: &Root) -> anyhow::Result<()> {
+    println!("{}", read_token(root)?);
+    Ok(())
+}
+
+/// `keadm reset cloud`: stops cloudcore and removes what `keadm init` wrote.
+pub fn reset(root: &Root) -> anyhow::Result<()> {
+    if supervise::stop(&root.pid_file(COMPONENT))? {
+        println!("cloudcore stopped");
+    }
+    let etc = root.etc();
+    let files = [
+        root.cloudcore_config(),
+        etc.join("certs/server.crt"),
+        etc.join("certs/server.key"),
+        etc.join("ca"),
+        root.var_lib().join("controlplane"),
+        root.var_lib().join("kubeedge.sock"),
+        root.log_file(COMPONENT),
+    ];
+    crate::remove_files(root, &files);
+    Ok(())
+}
+
+pub(crate) fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
