@@ -146,7 +146,7 @@ fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 /// Whether the node's cached object (the edge's metaserver, plain HTTP on loopback) is Ready.
-fn node_ready(metaserver: &str, node: &str) -> bool {
+pub(crate) fn node_ready(metaserver: &str, node: &str) -> bool {
     let Ok(mut stream) = std::net::TcpStream::connect(metaserver) else {
         return false;
     };

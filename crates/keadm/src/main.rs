@@ -5,12 +5,14 @@
 //! * `keadm gettoken` prints the join token.
 //! * `keadm join` checks the name is free and the runtime answers, writes `edgecore.yaml`,
 //!   starts edgecore under a supervisor and waits until the node is Ready.
+//! * `keadm debug check` says, one line per check, whether what is installed works.
 //! * `keadm reset edge|cloud` stops what keadm started and removes its files (and, on the edge,
 //!   the containers of the pods edgecore ran) — nothing else.
 //!
 //! There is no systemd unit yet: the supervisor is a detached `keadm supervise` process that
 //! restarts its daemon when it dies (it does not survive a reboot).
 
+mod check;
 mod cloud;
 mod edge;
 mod paths;
@@ -75,6 +77,11 @@ enum Command {
         #[arg(long, short = 'l')]
         labels: Vec<String>,
     },
+    /// Troubleshooting.
+    Debug {
+        #[command(subcommand)]
+        command: DebugCommand,
+    },
     /// Stop what keadm started here and remove its files.
     Reset {
         #[arg(value_enum)]
@@ -88,6 +95,13 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum DebugCommand {
+    /// Check what is installed here: daemons running, ports open, runtime reachable,
+    /// certificates valid (and for how long), node Ready.
+    Check,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -123,6 +137,9 @@ fn main() -> ExitCode {
                 labels: &labels,
             },
         ),
+        Command::Debug {
+            command: DebugCommand::Check,
+        } => check::check(&root),
         Command::Reset { side: Side::Edge } => edge::reset(&root),
         Command::Reset { side: Side::Cloud } => cloud::reset(&root),
         Command::Supervise { pid_file, command } => supervise::supervise(pid_file, command),

@@ -12,6 +12,10 @@ impl Root {
         Root(root.to_owned())
     }
 
+    pub fn display(&self) -> std::path::Display<'_> {
+        self.0.display()
+    }
+
     fn under(&self, absolute: &str) -> PathBuf {
         self.0.join(absolute.trim_start_matches('/'))
     }

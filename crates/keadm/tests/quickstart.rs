@@ -183,6 +183,12 @@ fn init_join_deploy_and_reset_leave_the_machine_clean() {
         "{}",
         text(&taken)
     );
+    for root in [&cloud, &edge] {
+        let check = keadm(root, &["debug", "check"]);
+        assert!(check.status.success(), "{}", text(&check));
+        assert!(!text(&check).contains("FAIL"), "{}", text(&check));
+    }
+    assert!(text(&keadm(&edge, &["debug", "check"])).contains("kq-edge is Ready"));
     let labels = kubectl(
         &cloud,
         &[
@@ -234,6 +240,12 @@ fn init_join_deploy_and_reset_leave_the_machine_clean() {
         Vec::<String>::new(),
         "processes left behind"
     );
+    let nothing = keadm(&edge, &["debug", "check"]);
+    assert!(
+        refusal(&nothing).contains("nothing installed"),
+        "{}",
+        text(&nothing)
+    );
     for root in [&cloud, &edge] {
         for gone in ["etc/kubeedge", "var/lib/kubeedge", "var/log/kubeedge"] {
             assert!(
@@ -253,6 +265,7 @@ fn every_command_explains_itself() {
         &["gettoken", "--help"],
         &["join", "--help"],
         &["reset", "--help"],
+        &["debug", "check", "--help"],
     ] {
         let out = run_to_completion(Path::new(env!("CARGO_BIN_EXE_keadm")), command, WAIT);
         assert!(out.status.success(), "keadm {command:?}: {}", text(&out));
