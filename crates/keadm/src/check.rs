@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use ke_config::{CloudCoreConfig, EdgeCoreConfig, HostInfo};
 
+use crate::daemon;
 use crate::paths::Root;
-use crate::supervise;
 
 /// The outcome of one check.
 struct Report {
@@ -81,8 +81,8 @@ pub fn check(root: &Root) -> anyhow::Result<()> {
 }
 
 fn running(root: &Root, component: &str) -> Result<String, String> {
-    supervise::running(&root.pid_file(component))
-        .map(|pid| format!("running (supervisor pid {pid})"))
+    daemon::running(root, component)
+        .map(|how| format!("running ({how})"))
         .ok_or_else(|| "not running (keadm init / keadm join starts it)".to_owned())
 }
 

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use ke_config::{CloudCoreConfig, EmbeddedControlPlane, HostInfo};
 
+use crate::daemon;
 use crate::paths::{Root, binary};
-use crate::supervise;
 
 const COMPONENT: &str = "cloudcore";
 
@@ -18,9 +18,8 @@ pub fn init(
     advertise_address: Option<&str>,
     kube_config: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let pid_file = root.pid_file(COMPONENT);
-    if let Some(pid) = supervise::running(&pid_file) {
-        println!("cloudcore is already running (keadm supervisor pid {pid})");
+    if let Some(how) = daemon::running(root, COMPONENT) {
+        println!("cloudcore is already running ({how})");
         return report(root);
     }
     let config_path = root.cloudcore_config();
@@ -47,19 +46,19 @@ pub fn init(
         write(&config_path, &text)?;
     }
     let cloudcore = binary("cloudcore")?;
-    let log = root.log_file(COMPONENT);
+    let log = daemon::log_hint(root, COMPONENT);
     let args = vec!["--config".to_owned(), config_path.display().to_string()];
-    supervise::start(&pid_file, &log, &cloudcore, &args)?;
+    daemon::start(root, COMPONENT, &cloudcore, &args)?;
     // Ready when the join token is written (after the CA, the server certificate and, with the
     // embedded control plane, the API server).
     let deadline = Instant::now() + Duration::from_secs(120);
     while !root.token_file().exists() {
-        if supervise::running(&pid_file).is_none() || Instant::now() > deadline {
-            bail!("cloudcore did not start; see {}", log.display());
+        if daemon::running(root, COMPONENT).is_none() || Instant::now() > deadline {
+            bail!("cloudcore did not start; see {log}");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    println!("cloudcore is running; its log is {}", log.display());
+    println!("cloudcore is running; its log: {log}");
     report(root)
 }
 
@@ -96,7 +95,7 @@ pub fn gettoken(root: &Root) -> anyhow::Result<()> {
 
 /// `keadm reset cloud`: stops cloudcore and removes what `keadm init` wrote.
 pub fn reset(root: &Root) -> anyhow::Result<()> {
-    if supervise::stop(&root.pid_file(COMPONENT))? {
+    if daemon::stop(root, COMPONENT)? {
         println!("cloudcore stopped");
     }
     let etc = root.etc();

@@ -9,8 +9,8 @@ use anyhow::{Context as _, bail};
 use ke_config::{EdgeCoreConfig, HostInfo};
 
 use crate::cloud::write;
+use crate::daemon;
 use crate::paths::{Root, binary};
-use crate::supervise;
 
 const COMPONENT: &str = "edgecore";
 
@@ -31,10 +31,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Joins this machine to the cloudcore at `join.cloudcore_ipport` as an edge node.
 pub fn join(root: &Root, join: &Join<'_>) -> anyhow::Result<()> {
-    if let Some(pid) = supervise::running(&root.pid_file(COMPONENT)) {
-        bail!(
-            "edgecore is already running here (keadm supervisor pid {pid}); keadm reset edge first"
-        );
+    if let Some(how) = daemon::running(root, COMPONENT) {
+        bail!("edgecore is already running here ({how}); keadm reset edge first");
     }
     let config_path = root.edgecore_config();
     if config_path.exists() {
@@ -104,26 +102,20 @@ pub fn join(root: &Root, join: &Join<'_>) -> anyhow::Result<()> {
     write(&config_path, &root.relocate(&ke_config::to_yaml(&config)))?;
 
     let edgecore = binary("edgecore")?;
-    let log = root.log_file(COMPONENT);
+    let log = daemon::log_hint(root, COMPONENT);
     let args = vec!["--config".to_owned(), config_path.display().to_string()];
-    supervise::start(&root.pid_file(COMPONENT), &log, &edgecore, &args)?;
-    println!(
-        "edgecore started; waiting for node {node} to be Ready (log: {})",
-        log.display()
-    );
+    daemon::start(root, COMPONENT, &edgecore, &args)?;
+    println!("edgecore started; waiting for node {node} to be Ready (log: {log})");
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        if supervise::running(&root.pid_file(COMPONENT)).is_none() {
-            bail!("edgecore stopped; see {}", log.display());
+        if daemon::running(root, COMPONENT).is_none() {
+            bail!("edgecore stopped; see {log}");
         }
         if node_ready(&metaserver, &node) {
             break;
         }
         if Instant::now() > deadline {
-            bail!(
-                "node {node} did not turn Ready within 3 minutes; see {}",
-                log.display()
-            );
+            bail!("node {node} did not turn Ready within 3 minutes; see {log}");
         }
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -178,7 +170,7 @@ pub(crate) fn node_ready(metaserver: &str, node: &str) -> bool {
 /// `keadm reset edge`: stops edgecore, removes the containers of the pods it ran and the files
 /// `keadm join` and edgecore wrote; nothing else.
 pub fn reset(root: &Root) -> anyhow::Result<()> {
-    if supervise::stop(&root.pid_file(COMPONENT))? {
+    if daemon::stop(root, COMPONENT)? {
         println!("edgecore stopped");
     }
     let config_path = root.edgecore_config();

@@ -9,11 +9,13 @@
 //! * `keadm reset edge|cloud` stops what keadm started and removes its files (and, on the edge,
 //!   the containers of the pods edgecore ran) — nothing else.
 //!
-//! There is no systemd unit yet: the supervisor is a detached `keadm supervise` process that
-//! restarts its daemon when it dies (it does not survive a reboot).
+//! Daemons run as systemd units where systemd runs and keadm installs at `/`; otherwise (in
+//! containers, and under `--root`) under a detached `keadm supervise` process that restarts its
+//! daemon when it dies (and does not survive a reboot) — see [`daemon`].
 
 mod check;
 mod cloud;
+mod daemon;
 mod edge;
 mod paths;
 mod supervise;

@@ -12,6 +12,11 @@ impl Root {
         Root(root.to_owned())
     }
 
+    /// Installs at `/`: the machine's own places (and its systemd).
+    pub fn is_system(&self) -> bool {
+        self.0 == Path::new("/")
+    }
+
     pub fn display(&self) -> std::path::Display<'_> {
         self.0.display()
     }
