@@ -62,7 +62,7 @@ pub fn check(root: &Root) -> anyhow::Result<()> {
         let metaserver = &config.modules.meta_manager.meta_server.server;
         report.line(
             "node",
-            if crate::edge::node_ready(metaserver, node) {
+            if crate::metaserver::node_ready(metaserver, node) {
                 Ok(format!("{node} is Ready"))
             } else {
                 Err(format!(

@@ -1,7 +1,6 @@
 //! `keadm join` and `keadm reset edge`.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -111,7 +110,7 @@ pub fn join(root: &Root, join: &Join<'_>) -> anyhow::Result<()> {
         if daemon::running(root, COMPONENT).is_none() {
             bail!("edgecore stopped; see {log}");
         }
-        if node_ready(&metaserver, &node) {
+        if crate::metaserver::node_ready(&metaserver, &node) {
             break;
         }
         if Instant::now() > deadline {
@@ -135,36 +134,6 @@ fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
             Ok((key.to_owned(), value.to_owned()))
         })
         .collect()
-}
-
-/// Whether the node's cached object (the edge's metaserver, plain HTTP on loopback) is Ready.
-pub(crate) fn node_ready(metaserver: &str, node: &str) -> bool {
-    let Ok(mut stream) = std::net::TcpStream::connect(metaserver) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!(
-        "GET /api/v1/nodes/{node} HTTP/1.1\r\nHost: {metaserver}\r\nConnection: close\r\n\r\n"
-    );
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let Some((_, body)) = response.split_once("\r\n\r\n") else {
-        return false;
-    };
-    // The body may be chunked; the object is the one JSON document in it.
-    let json = body
-        .find('{')
-        .and_then(|start| body.rfind('}').map(|end| &body[start..=end]));
-    let Some(node) = json.and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok()) else {
-        return false;
-    };
-    node["status"]["conditions"].as_array().is_some_and(|c| {
-        c.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
 }
 
 /// `keadm reset edge`: stops edgecore, removes the containers of the pods it ran and the files

@@ -5,7 +5,8 @@
 //! * `keadm gettoken` prints the join token.
 //! * `keadm join` checks the name is free and the runtime answers, writes `edgecore.yaml`,
 //!   starts edgecore under a supervisor and waits until the node is Ready.
-//! * `keadm debug check` says, one line per check, whether what is installed works.
+//! * `keadm debug check` says, one line per check, whether what is installed works;
+//!   `keadm debug diagnose node|pod` shows what an edge node's own cache says, with hints.
 //! * `keadm reset edge|cloud` stops what keadm started and removes its files (and, on the edge,
 //!   the containers of the pods edgecore ran) — nothing else.
 //!
@@ -16,7 +17,9 @@
 mod check;
 mod cloud;
 mod daemon;
+mod diagnose;
 mod edge;
+mod metaserver;
 mod paths;
 mod supervise;
 
@@ -104,6 +107,23 @@ enum DebugCommand {
     /// Check what is installed here: daemons running, ports open, runtime reachable,
     /// certificates valid (and for how long), node Ready.
     Check,
+    /// On an edge node: what its own cache says about the node or a pod.
+    Diagnose {
+        #[command(subcommand)]
+        what: Diagnose,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Diagnose {
+    /// The node's conditions and runtime.
+    Node,
+    /// A pod's phase, conditions and containers, with what their state usually means.
+    Pod {
+        name: String,
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -139,9 +159,15 @@ fn main() -> ExitCode {
                 labels: &labels,
             },
         ),
-        Command::Debug {
-            command: DebugCommand::Check,
-        } => check::check(&root),
+        Command::Debug { command } => match command {
+            DebugCommand::Check => check::check(&root),
+            DebugCommand::Diagnose {
+                what: Diagnose::Node,
+            } => diagnose::node(&root),
+            DebugCommand::Diagnose {
+                what: Diagnose::Pod { name, namespace },
+            } => diagnose::pod(&root, &namespace, &name),
+        },
         Command::Reset { side: Side::Edge } => edge::reset(&root),
         Command::Reset { side: Side::Cloud } => cloud::reset(&root),
         Command::Supervise { pid_file, command } => supervise::supervise(pid_file, command),

@@ -226,6 +226,35 @@ fn init_join_deploy_and_reset_leave_the_machine_clean() {
     );
     assert!(out.status.success(), "{}", text(&out));
 
+    let node = keadm(&edge, &["debug", "diagnose", "node"]);
+    assert!(node.status.success(), "{}", text(&node));
+    assert!(text(&node).contains("Ready"), "{}", text(&node));
+    let pods = kubectl(
+        &cloud,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=demo",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+    );
+    let pod = String::from_utf8(pods.stdout).unwrap();
+    let diagnosis = keadm(&edge, &["debug", "diagnose", "pod", &pod]);
+    assert!(diagnosis.status.success(), "{}", text(&diagnosis));
+    assert!(
+        text(&diagnosis).contains("container demo: running"),
+        "{}",
+        text(&diagnosis)
+    );
+    let missing = keadm(&edge, &["debug", "diagnose", "pod", "no-such-pod"]);
+    assert!(
+        refusal(&missing).contains("has no pod"),
+        "{}",
+        text(&missing)
+    );
+
     let out = keadm(&edge, &["reset", "edge"]);
     assert!(out.status.success(), "{}", text(&out));
     let said = text(&out);
@@ -266,6 +295,7 @@ fn every_command_explains_itself() {
         &["join", "--help"],
         &["reset", "--help"],
         &["debug", "check", "--help"],
+        &["debug", "diagnose", "pod", "--help"],
     ] {
         let out = run_to_completion(Path::new(env!("CARGO_BIN_EXE_keadm")), command, WAIT);
         assert!(out.status.success(), "keadm {command:?}: {}", text(&out));
