@@ -22,28 +22,12 @@ use ke_mqtt::QoS;
 use ke_mqtt::broker::Message;
 use ke_mqtt::client::{self, ClientConfig};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
-use support::{Cloud, eventually};
+use support::{Cloud, eventually, percentiles, rss_mib};
 use tokio_util::sync::CancellationToken;
 
 const NODE: &str = "edge-devices-bench";
 const DEVICES: usize = 1_000;
 const LOAD_SECONDS: u64 = 30;
-
-fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99))
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let kib: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
-    kib as f64 / 1024.0
-}
 
 /// User plus system CPU time of `pid`, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {

@@ -16,27 +16,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use support::{Cloud, Cri, WAIT, eventually, start_edge, testenv};
+use support::{Cloud, Cri, WAIT, eventually, percentiles, rss_mib, start_edge, testenv};
 
 const NODE: &str = "edge-pods-bench";
 const FIRST: usize = 10;
 const ALL: usize = 50;
-
-fn rss_mib(pid: u32) -> f64 {
-    let kib: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
-    kib as f64 / 1024.0
-}
-
-fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99))
-}
 
 /// Creates pod `name` and waits for its container to run in containerd; returns its UID and
 /// how long that took.

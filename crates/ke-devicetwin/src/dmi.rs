@@ -74,10 +74,7 @@ fn lock(registry: &SharedRegistry) -> std::sync::MutexGuard<'_, Registry> {
 
 fn key_of(object: &Value) -> Option<String> {
     let name = object.pointer("/metadata/name")?.as_str()?;
-    let namespace = object
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
+    let namespace = ke_dmi::convert::namespace_of(object);
     Some(format!("{namespace}/{name}"))
 }
 
@@ -97,10 +94,7 @@ fn protocol_of_model(model: &Value) -> &str {
 
 impl Registry {
     fn model_for(&self, device: &Value) -> Option<&Value> {
-        let namespace = device
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("default");
+        let namespace = ke_dmi::convert::namespace_of(device);
         let model = device.pointer("/spec/deviceModelRef/name")?.as_str()?;
         self.models.get(&format!("{namespace}/{model}"))
     }
@@ -455,10 +449,6 @@ impl Manager {
     }
 }
 
-fn now_ms() -> i64 {
-    crate::now_ms()
-}
-
 fn device_topic(namespace: &str, name: &str, suffix: &str) -> Result<String, Status> {
     let valid = |s: &str| !s.is_empty() && !s.contains(['/', '+', '#', '\0']);
     if !valid(name) || !(namespace.is_empty() || valid(namespace)) {
@@ -555,7 +545,7 @@ impl DeviceManagerService for Manager {
             let name = twin.property_name;
             let payload = json!({
                 "event_id": "",
-                "timestamp": now_ms(),
+                "timestamp": crate::now_ms(),
                 "twin": { name.as_str(): entry },
             });
             match crate::twin::parse_update(crate::json::encode(&payload).as_bytes()) {
@@ -593,7 +583,8 @@ impl DeviceManagerService for Manager {
                 request.device_name
             )));
         }
-        let payload = json!({ "event_id": "", "timestamp": now_ms(), "State": request.state });
+        let payload =
+            json!({ "event_id": "", "timestamp": crate::now_ms(), "State": request.state });
         self.to_twin(topic, &payload).await?;
         Ok(Response::new(pb::ReportDeviceStatesResponse {}))
     }

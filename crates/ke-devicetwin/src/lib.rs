@@ -37,7 +37,7 @@ mod store;
 pub mod twin;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ke_bus::{BoxFuture, Bus, Module, ModuleContext};
@@ -186,11 +186,7 @@ async fn load(store: &Store) -> anyhow::Result<Loaded> {
         .context("read the device tables")
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub(crate) use ke_message::now_millis as now_ms;
 
 fn new_event_id() -> String {
     uuid::Uuid::new_v4().to_string()

@@ -191,7 +191,8 @@ pub fn device(device: &Value, model: Option<&Value>) -> Result<pb::Device, Conve
     })
 }
 
-fn namespace_of(object: &Value) -> &str {
+/// An object's `metadata.namespace`, `default` when it names none.
+pub fn namespace_of(object: &Value) -> &str {
     match str_at(object, "/metadata/namespace") {
         "" => "default",
         namespace => namespace,

@@ -32,5 +32,5 @@ pub mod resource;
 mod version;
 
 pub use codec::{DecodeError, decode, encode, encode_frame};
-pub use message::{ContentError, Message, MessageHeader, MessageRoute};
+pub use message::{ContentError, Message, MessageHeader, MessageRoute, now_millis};
 pub use version::{ResourceVersionError, compare_resource_versions};

@@ -62,7 +62,8 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-fn now_millis() -> i64 {
+/// Milliseconds since the epoch, as message headers carry them.
+pub fn now_millis() -> i64 {
     // A clock before 1970 is a broken machine, not a reason to fail building a message.
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -315,3 +315,21 @@ impl Cri {
         }
     }
 }
+
+/// Resident memory of process `pid`, in MiB (benchmarks).
+pub fn rss_mib(pid: u32) -> f64 {
+    let kib: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kib as f64 / 1024.0
+}
+
+/// p50 and p99 of `samples` (benchmarks).
+pub fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
+}
