@@ -229,8 +229,22 @@ async fn an_external_broker_carries_device_traffic_both_ways() {
         SubTopics::in_memory(),
     )
     .await;
-    // The client subscribes once it has connected; the first publish may precede that.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The client subscribes once it has connected (it may retry while mosquitto starts):
+    // probe until an upload comes through, then drain the probes.
+    let mut subscribed = false;
+    for _ in 0..30 {
+        publish(port, "SYS/dis/upload_records", "probe").await;
+        if tokio::time::timeout(Duration::from_millis(500), node.hub.recv())
+            .await
+            .is_ok()
+        {
+            subscribed = true;
+            break;
+        }
+    }
+    assert!(subscribed, "the eventbus never subscribed on mosquitto");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    while node.hub.try_recv().is_ok() {}
     round_trip(&mut node, port).await;
     assert!(
         node.runtime
