@@ -3,9 +3,11 @@
 //! `master`, or the in-cluster service account.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use ke_apiserver::PodStreams;
 use ke_apiserver::standalone::{self, Options};
 use ke_config::{EmbeddedControlPlane, KubeApiConfig};
 use ke_controllers::ControlLoops;
@@ -38,9 +40,14 @@ impl Embedded {
     }
 }
 
-pub async fn connect(config: &KubeApiConfig) -> anyhow::Result<KubeApi> {
+/// `streams` answers the embedded API server's pod stream subresources (cloudstream's tunnels);
+/// a real cluster reaches the node's kubelet endpoint instead.
+pub async fn connect(
+    config: &KubeApiConfig,
+    streams: Option<Arc<dyn PodStreams>>,
+) -> anyhow::Result<KubeApi> {
     if let Some(embedded) = &config.embedded {
-        return start_embedded(embedded).await;
+        return start_embedded(embedded, streams).await;
     }
     let client_config = if !config.kube_config.is_empty() {
         let kubeconfig = kube::config::Kubeconfig::read_from(&config.kube_config)
@@ -71,7 +78,10 @@ pub async fn connect(config: &KubeApiConfig) -> anyhow::Result<KubeApi> {
     })
 }
 
-async fn start_embedded(config: &EmbeddedControlPlane) -> anyhow::Result<KubeApi> {
+async fn start_embedded(
+    config: &EmbeddedControlPlane,
+    streams: Option<Arc<dyn PodStreams>>,
+) -> anyhow::Result<KubeApi> {
     let options = Options {
         data_dir: PathBuf::from(&config.data_dir),
         bind: config
@@ -84,9 +94,10 @@ async fn start_embedded(config: &EmbeddedControlPlane) -> anyhow::Result<KubeApi
     };
     let stop = CancellationToken::new();
     let stopped = stop.clone();
-    let running = standalone::start(options, async move { stopped.cancelled().await })
-        .await
-        .context("start the embedded API server")?;
+    let running =
+        standalone::start_with_streams(options, streams, async move { stopped.cancelled().await })
+            .await
+            .context("start the embedded API server")?;
     let mut settings = ke_controllers::Settings::default();
     let grace = Duration::from_secs(u64::try_from(config.node_monitor_grace_period).unwrap_or(40));
     settings.node_lifecycle.grace = grace;

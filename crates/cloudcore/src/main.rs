@@ -10,6 +10,7 @@ mod kube_api;
 mod pki_secrets;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -38,7 +39,14 @@ fn main() -> ExitCode {
         }
         tracing::info!(config = %config_path.display(), "config loaded");
 
-        let api = kube_api::connect(&config.kube_api_config).await?;
+        // Made before the API server, which hands pod streams to it.
+        let tunnels = ke_cloudstream::Tunnels::new();
+        let streams = config
+            .modules
+            .cloud_stream
+            .enable
+            .then(|| Arc::new(tunnels.clone()) as Arc<dyn ke_apiserver::PodStreams>);
+        let api = kube_api::connect(&config.kube_api_config, streams).await?;
         let client = api.client.clone();
         crds::install(&client, Duration::from_secs(30))
             .await
@@ -48,6 +56,8 @@ fn main() -> ExitCode {
         tracing::info!(records, "sync records loaded");
 
         let mut runtime = BusRuntime::new();
+        // cloudhub's edge-facing TLS, for cloudstream's tunnel (same certificate, same trust).
+        let mut edge_tls = None;
         let enabled = config.enabled_modules();
         for module in &enabled {
             match *module {
@@ -65,6 +75,7 @@ fn main() -> ExitCode {
                     let stats = store.stats();
                     hub.metrics()
                         .add_exporter(Box::new(move |out: &mut String| stats.render(out)));
+                    edge_tls = hub.edge_tls_config();
                     runtime.register(hub)?;
                 }
                 ke_edgecontroller::MODULE_NAME => {
@@ -92,6 +103,29 @@ fn main() -> ExitCode {
                         store.clone(),
                         Default::default(),
                     ))?;
+                }
+                ke_cloudstream::MODULE_NAME => {
+                    let tls = edge_tls
+                        .clone()
+                        .context("cloudStream needs cloudHub: the tunnel uses its certificate")?;
+                    let stream = &config.modules.cloud_stream;
+                    let ip: std::net::IpAddr = config
+                        .modules
+                        .cloud_hub
+                        .websocket
+                        .address
+                        .parse()
+                        .context("cloudHub.websocket.address")?;
+                    let port =
+                        u16::try_from(stream.tunnel_port).context("cloudStream.tunnelPort")?;
+                    let module = ke_cloudstream::CloudStream::bind(
+                        std::net::SocketAddr::new(ip, port),
+                        tls,
+                        tunnels.clone(),
+                    )
+                    .await
+                    .context("start cloudstream")?;
+                    runtime.register(module)?;
                 }
                 ke_devicecontroller::MODULE_NAME => {
                     runtime.register(ke_devicecontroller::DeviceController::new(client.clone()))?;

@@ -11,6 +11,7 @@ use ke_daemon::Component;
 use ke_devicetwin::{DeviceTwin, DeviceTwinSettings};
 use ke_edged::{Edged, EdgedSettings};
 use ke_edgehub::{EdgeHub, EdgeHubSettings};
+use ke_edgestream::{EdgeStream, EdgeStreamSettings};
 use ke_eventbus::{EventBus, EventBusSettings, SubTopics};
 use ke_metamanager::{MetaManager, MetaManagerSettings};
 use ke_metaserver::MetaServer;
@@ -60,6 +61,9 @@ fn main() -> ExitCode {
                     )?;
                     let settings = DeviceTwinSettings::from_config(&config);
                     runtime.register(DeviceTwin::new(settings, meta.connection()?))?;
+                }
+                ke_edgestream::MODULE_NAME => {
+                    runtime.register(EdgeStream::new(EdgeStreamSettings::from_config(&config)))?;
                 }
                 ke_edged::MODULE_NAME => {
                     runtime.register(Edged::new(EdgedSettings::from_config(&config, &host)))?;

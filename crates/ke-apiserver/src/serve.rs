@@ -68,6 +68,8 @@ pub async fn serve_tls(
             let service = TowerToHyperService::new(router);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
+                // pods/exec, attach and portforward take the connection over.
+                .with_upgrades()
                 .await
             {
                 tracing::debug!(%peer, "connection: {e}");

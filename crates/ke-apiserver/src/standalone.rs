@@ -4,13 +4,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::kubeconfig::Pki;
 use crate::storage::sqlite::{SqliteOptions, SqliteStorage};
-use crate::{ApiServer, ServerConfig, serve};
+use crate::{ApiServer, PodStreams, ServerConfig, serve};
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
@@ -61,6 +62,15 @@ pub async fn start(
     args: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Running> {
+    start_with_streams(args, None, shutdown).await
+}
+
+/// [`start`], with `pods/{log,exec,attach,portforward}` answered by `streams`.
+pub async fn start_with_streams(
+    args: Options,
+    streams: Option<Arc<dyn PodStreams>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let db = args.data_dir.join("apiserver.db");
@@ -72,9 +82,12 @@ pub async fn start(
     };
     let storage = SqliteStorage::open_with(&db, options)
         .with_context(|| format!("opening {}", db.display()))?;
-    let server = ApiServer::new(storage, ServerConfig::default())
+    let mut server = ApiServer::new(storage, ServerConfig::default())
         .await
         .context("initialising the store")?;
+    if let Some(streams) = streams {
+        server = server.with_pod_streams(streams);
+    }
     let listener = TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;

@@ -230,6 +230,14 @@ impl CloudHub {
         Arc::clone(&self.shared.metrics)
     }
 
+    /// The WebSocket server's mTLS config (our server certificate, edges' certificates required),
+    /// for other edge-facing listeners such as cloudstream's tunnel.
+    pub fn edge_tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.websocket
+            .as_ref()
+            .map(|(_, acceptor)| Arc::clone(acceptor.config()))
+    }
+
     /// A join token for `keadm join` / `edgeHub.token`, valid for twice the refresh duration.
     pub fn issue_join_token(&self) -> String {
         ke_pki::token::issue_token(&self.ca, SystemTime::now(), 2 * self.settings.token_refresh)

@@ -21,6 +21,8 @@ pub fn sandboxed(config: &str, dir: &Path) -> String {
         let free = free_port();
         text = text
             .replace(&format!("port: {port}\n"), &format!("port: {free}\n"))
+            // `tunnelPort`, `streamPort`.
+            .replace(&format!("Port: {port}\n"), &format!("Port: {free}\n"))
             .replace(&format!(":{port}\n"), &format!(":{free}\n"));
     }
     text

@@ -42,6 +42,8 @@ pub fn init(
             }
             None => config.kube_api_config.embedded = Some(EmbeddedControlPlane::default()),
         }
+        // kubectl logs/exec/attach/port-forward to edge pods (off in upstream's defaults).
+        config.modules.cloud_stream.enable = true;
         let text = root.relocate(&ke_config::to_yaml(&config));
         write(&config_path, &text)?;
     }

@@ -12,6 +12,8 @@ use crate::daemon;
 use crate::paths::{Root, binary};
 
 const COMPONENT: &str = "edgecore";
+/// cloudcore's `cloudStream.tunnelPort` unless changed (upstream's keadm assumes it too).
+const DEFAULT_TUNNEL_PORT: u16 = 10004;
 
 pub struct Join<'a> {
     pub cloudcore_ipport: &'a str,
@@ -97,6 +99,13 @@ pub fn join(root: &Root, join: &Join<'_>) -> anyhow::Result<()> {
         .tailored_kubelet_config
         .container_runtime_endpoint = join.runtime_endpoint.to_owned();
     config.modules.meta_manager.meta_server.enable = true;
+    // The stream tunnel goes to the same cloudcore, on its default tunnel port.
+    let cloud_host = join
+        .cloudcore_ipport
+        .rsplit_once(':')
+        .map_or(join.cloudcore_ipport, |(host, _)| host);
+    config.modules.edge_stream.enable = true;
+    config.modules.edge_stream.server = format!("{cloud_host}:{DEFAULT_TUNNEL_PORT}");
     let metaserver = config.modules.meta_manager.meta_server.server.clone();
     write(&config_path, &root.relocate(&ke_config::to_yaml(&config)))?;
 

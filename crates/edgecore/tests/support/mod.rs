@@ -31,6 +31,7 @@ pub struct Cloud {
     config: PathBuf,
     ws_port: String,
     https_port: String,
+    tunnel_port: String,
 }
 
 impl Cloud {
@@ -42,6 +43,8 @@ impl Cloud {
         let text = set(&text, &["advertiseAddress"], "[127.0.0.1]");
         // The metaserver's writes need it (off by default, as upstream).
         let text = set(&text, &["dynamicController", "enable"], "true");
+        // kubectl logs/exec to edge pods, as keadm sets it up.
+        let text = set(&text, &["cloudStream", "enable"], "true");
         let config = dir.join("cloudcore.yaml");
         std::fs::write(&config, &text).unwrap();
         let mut cloud = Cloud {
@@ -49,6 +52,13 @@ impl Cloud {
             daemon: None,
             config,
             ws_port: port_of(&text, "websocket"),
+            tunnel_port: text
+                .lines()
+                .skip_while(|l| !l.trim_start().starts_with("cloudStream:"))
+                .find_map(|l| l.trim_start().strip_prefix("tunnelPort:"))
+                .expect("cloudStream.tunnelPort")
+                .trim()
+                .to_owned(),
             https_port: port_of(&text, "https"),
         };
         cloud.restart();
@@ -157,6 +167,12 @@ impl Cloud {
             &format!("https://127.0.0.1:{}", self.https_port),
         );
         let text = set(&text, &["token"], &self.token());
+        let text = set(&text, &["edgeStream", "enable"], "true");
+        let text = set(
+            &text,
+            &["edgeStream", "server"],
+            &format!("127.0.0.1:{}", self.tunnel_port),
+        );
         let mut text = set(&text, &["hostnameOverride"], node);
         // No container runtime unless a test gives one (`KE_CRI_ENDPOINT`): tests that bind
         // hundreds of pods to a node must not start them.

@@ -1,0 +1,381 @@
+//! `kubectl logs`, `exec`, `attach` and `port-forward` to a pod on an edge node, with the real
+//! kubectl against cloudcore's embedded control plane, through cloudstream's tunnel and the real
+//! containerd — and what the user sees while the edge is away and once it is back.
+//!
+//! Needs the test environment (`eval "$(scripts/testenv up)"`) and fails without it.
+
+mod support;
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use support::{Cloud, WAIT, eventually, start_edge, testenv};
+
+const NODE: &str = "edge-s";
+
+fn manifest(image: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: talker, namespace: default}}
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {image}
+    imagePullPolicy: IfNotPresent
+    stdin: true
+    command: [sh, -c, 'i=0; while [ ! -f /tmp/stop ]; do echo "line $i"; i=$((i+1)); sleep 0.2; done; echo stopping; exit 1']
+  - name: web
+    image: {image}
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'mkdir -p /www && echo hello-from-the-edge > /www/index.html && exec httpd -f -p 8080 -h /www']
+"#
+    )
+}
+
+fn kubeconfig(cloud: &Cloud) -> String {
+    cloud
+        .dir
+        .join("var/lib/kubeedge/controlplane/admin.kubeconfig")
+        .display()
+        .to_string()
+}
+
+fn kubectl_command(cloud: &Cloud, args: &[&str]) -> Command {
+    let mut command = Command::new("/usr/bin/kubectl");
+    command
+        .args(["--kubeconfig", &kubeconfig(cloud)])
+        .args(args);
+    command
+}
+
+/// kubectl with `input` on its stdin, to completion.
+fn kubectl_with_input(cloud: &Cloud, args: &[&str], input: &str) -> Output {
+    let mut child = kubectl_command(cloud, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    wait_output(child, WAIT)
+}
+
+fn wait_output(mut child: Child, deadline: Duration) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {deadline:?}; stdout {:?} stderr {:?}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A long-running kubectl whose stdout lines arrive on a channel.
+struct Streaming {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Streaming {
+    fn start(cloud: &Cloud, args: &[&str]) -> Streaming {
+        let mut child = kubectl_command(cloud, args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Streaming { child, lines }
+    }
+
+    fn next_line(&self, what: &str) -> String {
+        self.lines
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"))
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn line_number(line: &str) -> u64 {
+    line.trim()
+        .strip_prefix("line ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a counter line: {line:?}"))
+}
+
+fn ready(cloud: &Cloud) -> Option<()> {
+    let pod = cloud.get(&["pod", "talker"])?;
+    let statuses = pod["status"]["containerStatuses"].as_array()?;
+    (statuses.len() == 2 && statuses.iter().all(|s| s["ready"] == true)).then_some(())
+}
+
+fn http_get(port: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+        .write_all(b"GET /index.html HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
+    let image = testenv("KE_BUSYBOX_IMAGE");
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path());
+    let edge_dir = dir.path().join("edge");
+    let config = cloud.runtime_edge_config(&edge_dir, NODE, &[]);
+    let mut edge = cloud.start_registered_edge(&config, NODE);
+    let manifest_path = dir.path().join("talker.yaml");
+    std::fs::write(&manifest_path, manifest(&image)).unwrap();
+    let out = cloud.kubectl(&["apply", "-f", manifest_path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    eventually("the pod Running and Ready", Duration::from_secs(60), || {
+        ready(&cloud)
+    });
+
+    // logs: plain, --tail, -f.
+
+    let logs = eventually("log lines", WAIT, || {
+        let out = cloud.kubectl(&["logs", "talker", "-c", "app"]);
+        let logs = text(&out.stdout);
+        (out.status.success() && logs.lines().count() >= 3).then_some(logs)
+    });
+    assert!(logs.starts_with("line 0\nline 1\n"), "{logs}");
+    let out = cloud.kubectl(&["logs", "talker", "-c", "app", "--tail=2"]);
+    let tail = text(&out.stdout);
+    assert_eq!(tail.lines().count(), 2, "{tail}");
+    assert!(tail.lines().all(|l| l.starts_with("line ")), "{tail}");
+    let out = cloud.kubectl(&["logs", "talker", "-c", "app", "--timestamps", "--tail=1"]);
+    let stamped = text(&out.stdout);
+    assert!(
+        stamped.starts_with("20") && stamped.contains("Z line "),
+        "{stamped}"
+    );
+    let follow = Streaming::start(&cloud, &["logs", "-f", "--tail=1", "talker", "-c", "app"]);
+    let first = line_number(&follow.next_line("followed log line"));
+    let later = line_number(&follow.next_line("a new log line"));
+    let latest = line_number(&follow.next_line("another new log line"));
+    assert!(first < later && later < latest, "{first} {later} {latest}");
+    drop(follow);
+    let out = cloud.kubectl(&["logs", "talker", "-c", "nope"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("container nope is not valid for pod talker"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // exec: output, stderr and the exit code.
+    let out = cloud.kubectl(&[
+        "exec",
+        "talker",
+        "-c",
+        "app",
+        "--",
+        "sh",
+        "-c",
+        "echo to-stdout; echo to-stderr >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "to-stdout\n");
+    assert!(
+        text(&out.stderr).contains("to-stderr"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = kubectl_with_input(
+        &cloud,
+        &["exec", "-i", "talker", "-c", "app", "--", "cat"],
+        "through stdin\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "through stdin\n");
+
+    // exec -it, through a pty (script(1) gives kubectl a terminal).
+    let kubectl_it = format!(
+        "/usr/bin/kubectl --kubeconfig {} exec -it talker -c app -- sh",
+        kubeconfig(&cloud)
+    );
+    let mut script = Command::new("script")
+        .args(["-q", "-e", "-c", &kubectl_it, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = script.stdin.take().unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        stdin
+            .write_all(b"tty; echo answer=$((6*7)); exit 5\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let out = wait_output(script, WAIT);
+    let screen = text(&out.stdout);
+    assert!(screen.contains("answer=42"), "{screen}");
+    assert!(screen.contains("/dev/pts/"), "a terminal inside: {screen}");
+    assert_eq!(out.status.code(), Some(5), "{screen}");
+
+    // attach: the container's own output.
+    let attach = Streaming::start(&cloud, &["attach", "talker", "-c", "app"]);
+    let attached = line_number(&attach.next_line("attached output"));
+    assert!(line_number(&attach.next_line("more attached output")) > attached);
+    drop(attach);
+
+    // port-forward to the web server in the pod.
+    let forward = Streaming::start(&cloud, &["port-forward", "pod/talker", ":8080"]);
+    let announced = forward.next_line("the forwarded port");
+    let port = announced
+        .strip_prefix("Forwarding from 127.0.0.1:")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{announced:?}"))
+        .to_owned();
+    let page = http_get(&port);
+    assert!(page.contains("hello-from-the-edge"), "{page}");
+    drop(forward);
+
+    // --previous: the container exits and is restarted.
+    let out = cloud.kubectl(&["exec", "talker", "-c", "app", "--", "touch", "/tmp/stop"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let previous = eventually(
+        "the previous container's log",
+        Duration::from_secs(60),
+        || {
+            let out = cloud.kubectl(&["logs", "talker", "-c", "app", "--previous"]);
+            out.status.success().then(|| text(&out.stdout))
+        },
+    );
+    assert!(previous.ends_with("stopping\n"), "{previous}");
+    let current = eventually("the restarted container's log", WAIT, || {
+        let out = cloud.kubectl(&["logs", "talker", "-c", "app"]);
+        let logs = text(&out.stdout);
+        (out.status.success() && logs.starts_with("line 0")).then_some(logs)
+    });
+    assert!(!current.contains("stopping"), "{current}");
+
+    // The edge goes away: the commands fail at once and say why.
+    let status = edge.stop_with(Signal::SIGTERM, WAIT);
+    assert!(status.success());
+    for args in [
+        &["logs", "talker", "-c", "app"][..],
+        &["exec", "talker", "-c", "app", "--", "true"][..],
+    ] {
+        let started = Instant::now();
+        let out = cloud.kubectl(args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            text(&out.stderr).contains(&format!("node \"{NODE}\" is not connected")),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    // And back: they work again.
+    let _edge = start_edge(&config);
+    let out = eventually("logs after the edge returned", WAIT, || {
+        let out = cloud.kubectl(&["exec", "talker", "-c", "app", "--", "echo", "back"]);
+        out.status.success().then_some(out)
+    });
+    assert_eq!(text(&out.stdout), "back\n");
+}
+
+/// An edge's certificate opens a tunnel only for its own node.
+#[test]
+fn a_node_cannot_open_the_tunnel_of_another_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::start(dir.path());
+    let edge_dir = dir.path().join("edge");
+    let config = cloud.edge_config(&edge_dir, "edge-a", &[]);
+    let edge = cloud.start_registered_edge(&config, "edge-a");
+    let certs = |name: &str| {
+        edge_dir
+            .join("etc/kubeedge")
+            .join(name)
+            .display()
+            .to_string()
+    };
+    let tunnel = std::fs::read_to_string(&config)
+        .unwrap()
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("edgeStream:"))
+        .find_map(|l| l.trim_start().strip_prefix("server: ").map(str::to_owned))
+        .expect("edgeStream.server");
+    let upgrade = |node: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+                "--cacert",
+                &certs("ca/rootCA.crt"),
+                "--cert",
+                &certs("certs/server.crt"),
+                "--key",
+                &certs("certs/server.key"),
+                "-H",
+                "Connection: Upgrade",
+                "-H",
+                "Upgrade: websocket",
+                "-H",
+                "Sec-WebSocket-Version: 13",
+                "-H",
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                "-H",
+                &format!("SessionHostNameOverride: {node}"),
+                &format!("https://{tunnel}/v1/kubeedge/connect"),
+            ])
+            .output()
+            .unwrap();
+        (text(&out.stdout), text(&out.stderr))
+    };
+    assert_eq!(upgrade("edge-b").0, "403", "{:?}", upgrade("edge-b"));
+    drop(edge);
+}
