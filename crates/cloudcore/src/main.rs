@@ -9,6 +9,7 @@ mod crds;
 mod kube_api;
 mod pki_secrets;
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,9 +119,34 @@ fn main() -> ExitCode {
                         .context("cloudHub.websocket.address")?;
                     let port =
                         u16::try_from(stream.tunnel_port).context("cloudStream.tunnelPort")?;
+                    let hub = &config.modules.cloud_hub;
+                    // Upstream's stream certificate when one was made, else cloudhub's.
+                    let (cert, key) = if Path::new(&stream.tls_stream_cert_file).exists() {
+                        (
+                            &stream.tls_stream_cert_file,
+                            &stream.tls_stream_private_key_file,
+                        )
+                    } else {
+                        (&hub.tls_cert_file, &hub.tls_private_key_file)
+                    };
+                    let stream_server = ke_cloudstream::stream_server_tls(
+                        Path::new(&stream.tls_stream_ca_file),
+                        Path::new(cert),
+                        Path::new(key),
+                    )?;
+                    if stream_server.is_none() {
+                        tracing::info!(
+                            ca = %stream.tls_stream_ca_file,
+                            "no stream CA, so no stream server (streamPort): the embedded API \
+                             server needs none; for a real kube-apiserver put its kubelet client CA there"
+                        );
+                    }
+                    let stream_port =
+                        u16::try_from(stream.stream_port).context("cloudStream.streamPort")?;
                     let module = ke_cloudstream::CloudStream::bind(
                         std::net::SocketAddr::new(ip, port),
                         tls,
+                        stream_server.map(|tls| (std::net::SocketAddr::new(ip, stream_port), tls)),
                         tunnels.clone(),
                     )
                     .await

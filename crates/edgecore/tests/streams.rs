@@ -7,6 +7,7 @@
 mod support;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -156,10 +157,127 @@ fn http_get(port: &str) -> String {
     answer
 }
 
+/// A stand-in for a cluster CA and the kubelet client certificate kube-apiserver presents
+/// (`--kubelet-client-certificate`), made with openssl: the CA goes where cloudstream looks for
+/// the stream CA; the client certificate and key paths are returned.
+fn apiserver_client_cert(dir: &Path) -> (String, String) {
+    let ca_dir = dir.join("etc/kubeedge/ca");
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    let work = dir.join("apiserver-pki");
+    std::fs::create_dir_all(&work).unwrap();
+    let path = |name: &str| work.join(name).display().to_string();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            text(&out.stderr)
+        );
+    };
+    let (ca_key, ca_crt) = (path("ca.key"), path("ca.crt"));
+    let (client_key, client_csr) = (path("client.key"), path("client.csr"));
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut args = vec!["req", "-x509"];
+    args.extend_from_slice(&ec);
+    args.extend_from_slice(&["-keyout", &ca_key, "-out", &ca_crt]);
+    args.extend_from_slice(&["-subj", "/CN=cluster-ca", "-days", "1"]);
+    openssl(&args);
+    let mut args = vec!["req"];
+    args.extend_from_slice(&ec);
+    args.extend_from_slice(&["-keyout", &client_key, "-out", &client_csr]);
+    args.extend_from_slice(&["-subj", "/CN=kube-apiserver-kubelet-client"]);
+    openssl(&args);
+    std::fs::write(work.join("ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &path("client.csr"),
+        "-CA",
+        &path("ca.crt"),
+        "-CAkey",
+        &path("ca.key"),
+        "-CAcreateserial",
+        "-extfile",
+        &path("ext"),
+        "-days",
+        "1",
+        "-out",
+        &path("client.crt"),
+    ]);
+    std::fs::copy(work.join("ca.crt"), ca_dir.join("streamCA.crt")).unwrap();
+    (path("client.crt"), path("client.key"))
+}
+
+/// curl as kube-apiserver reaching a kubelet through the stream server: directly (`via` =
+/// None, `Host` naming the node) or through `CONNECT` (`via` = the stream server as proxy).
+fn curl_kubelet(
+    cloud: &Cloud,
+    client: &(String, String),
+    via_proxy: bool,
+    url_path: &str,
+) -> Output {
+    let ca = cloud
+        .dir
+        .join("etc/kubeedge/ca/rootCA.crt")
+        .display()
+        .to_string();
+    let stream = format!("127.0.0.1:{}", cloud.stream_port());
+    let mut args: Vec<String> = [
+        "-sS",
+        "--max-time",
+        "10",
+        "--cert",
+        &client.0,
+        "--key",
+        &client.1,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if via_proxy {
+        args.extend(
+            [
+                "--proxy",
+                &format!("https://{stream}"),
+                "--proxy-cacert",
+                &ca,
+                "--proxy-cert",
+                &client.0,
+                "--proxy-key",
+                &client.1,
+                // The kubelet's certificate is not checked, as kube-apiserver without
+                // --kubelet-certificate-authority.
+                "-k",
+                &format!("https://{NODE}:10250{url_path}"),
+            ]
+            .map(str::to_owned),
+        );
+    } else {
+        args.extend(
+            [
+                "--cacert",
+                &ca,
+                "-H",
+                &format!("Host: {NODE}:10250"),
+                &format!("https://{stream}{url_path}"),
+            ]
+            .map(str::to_owned),
+        );
+    }
+    Command::new("curl").args(&args).output().unwrap()
+}
+
 #[test]
 fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
     let image = testenv("KE_BUSYBOX_IMAGE");
     let dir = tempfile::tempdir().unwrap();
+    let apiserver = apiserver_client_cert(dir.path());
     let cloud = Cloud::start(dir.path());
     let edge_dir = dir.path().join("edge");
     let config = cloud.runtime_edge_config(&edge_dir, NODE, &[]);
@@ -204,6 +322,15 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
         text(&out.stderr)
     );
 
+    // --previous before there is one: the node says so.
+    let out = cloud.kubectl(&["logs", "talker", "-c", "app", "--previous"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("previous terminated container \"app\""),
+        "{}",
+        text(&out.stderr)
+    );
+
     // exec: output, stderr and the exit code.
     let out = cloud.kubectl(&[
         "exec",
@@ -229,6 +356,21 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "through stdin\n");
+    // Much more than the tunnel buffers, intact, and the command ends.
+    let out = cloud.kubectl(&[
+        "exec",
+        "talker",
+        "-c",
+        "app",
+        "--",
+        "head",
+        "-c",
+        "20000000",
+        "/dev/zero",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), 20_000_000);
+    assert!(out.stdout.iter().all(|&b| b == 0));
 
     // exec -it, through a pty (script(1) gives kubectl a terminal).
     let kubectl_it = format!(
@@ -239,22 +381,39 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
         .args(["-q", "-e", "-c", &kubectl_it, "/dev/null"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    {
-        let mut stdin = script.stdin.take().unwrap();
-        std::thread::sleep(Duration::from_secs(2));
-        stdin
-            .write_all(b"tty; echo answer=$((6*7)); exit 5\n")
-            .unwrap();
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    let out = wait_output(script, WAIT);
-    let screen = text(&out.stdout);
-    assert!(screen.contains("answer=42"), "{screen}");
+    let mut stdin = script.stdin.take().unwrap();
+    let mut stdout = script.stdout.take().unwrap();
+    let (screen_tx, screen_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || screen_tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut screen = String::new();
+    let read_until = |needle: &str, screen: &mut String| {
+        let deadline = Instant::now() + WAIT;
+        while !screen.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match screen_rx.recv_timeout(left) {
+                Ok(bytes) => screen.push_str(&String::from_utf8_lossy(&bytes)),
+                Err(_) => panic!("no {needle:?} on the terminal: {screen:?}"),
+            }
+        }
+    };
+    read_until("# ", &mut screen); // the shell's prompt
+    stdin.write_all(b"tty; echo answer=$((6*7))\n").unwrap();
+    read_until("answer=42", &mut screen);
+    stdin.write_all(b"exit 5\n").unwrap();
+    let status = wait_output(script, WAIT).status;
+    drop(stdin);
     assert!(screen.contains("/dev/pts/"), "a terminal inside: {screen}");
-    assert_eq!(out.status.code(), Some(5), "{screen}");
+    assert_eq!(status.code(), Some(5), "{screen}");
 
     // attach: the container's own output.
     let attach = Streaming::start(&cloud, &["attach", "talker", "-c", "app"]);
@@ -273,6 +432,41 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
     let page = http_get(&port);
     assert!(page.contains("hello-from-the-edge"), "{page}");
     drop(forward);
+
+    // A kube-apiserver elsewhere reaches the same kubelet API through the stream server.
+    let logs_path = "/containerLogs/default/talker/app?tailLines=2";
+    for via_proxy in [false, true] {
+        let out = curl_kubelet(&cloud, &apiserver, via_proxy, logs_path);
+        let logs = text(&out.stdout);
+        assert!(out.status.success(), "{via_proxy}: {}", text(&out.stderr));
+        assert_eq!(logs.lines().count(), 2, "{via_proxy}: {logs}");
+        assert!(logs.lines().all(|l| l.starts_with("line ")), "{logs}");
+    }
+    let out = curl_kubelet(
+        &cloud,
+        &apiserver,
+        false,
+        "/containerLogs/default/talker/app?previous=true",
+    );
+    assert!(
+        text(&out.stdout).contains("previous terminated container"),
+        "{}",
+        text(&out.stdout)
+    );
+    // An edge node's certificate cannot open streams there.
+    let edge_certs = (
+        edge_dir
+            .join("etc/kubeedge/certs/server.crt")
+            .display()
+            .to_string(),
+        edge_dir
+            .join("etc/kubeedge/certs/server.key")
+            .display()
+            .to_string(),
+    );
+    let out = curl_kubelet(&cloud, &edge_certs, false, logs_path);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(!text(&out.stdout).contains("line "));
 
     // --previous: the container exits and is restarted.
     let out = cloud.kubectl(&["exec", "talker", "-c", "app", "--", "touch", "/tmp/stop"]);
@@ -308,8 +502,9 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
             "{args:?} took {:?}",
             started.elapsed()
         );
+        // "is not connected", or "tunnel … closed" if cloudcore had not yet seen it go.
         assert!(
-            text(&out.stderr).contains(&format!("node \"{NODE}\" is not connected")),
+            text(&out.stderr).contains(&format!("node \"{NODE}\"")),
             "{args:?}: {}",
             text(&out.stderr)
         );
@@ -353,7 +548,7 @@ fn a_node_cannot_open_the_tunnel_of_another_node() {
                 "-w",
                 "%{http_code}",
                 "--max-time",
-                "5",
+                "2",
                 "--cacert",
                 &certs("ca/rootCA.crt"),
                 "--cert",
@@ -377,5 +572,7 @@ fn a_node_cannot_open_the_tunnel_of_another_node() {
         (text(&out.stdout), text(&out.stderr))
     };
     assert_eq!(upgrade("edge-b").0, "403", "{:?}", upgrade("edge-b"));
+    // The node's own name is let in (curl then waits on the open WebSocket until --max-time).
+    assert_eq!(upgrade("edge-a").0, "101");
     drop(edge);
 }

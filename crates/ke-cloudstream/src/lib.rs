@@ -7,17 +7,21 @@
 //! * [`pods`]: the embedded API server's pod stream subresources go straight to the node's
 //!   tunnel (`ke_apiserver::PodStreams`) — no stream port, no iptables, and the request is
 //!   served by the cloudcore that holds the tunnel because it is the same process.
-//!
-//! Not here yet: upstream's stream server (`streamPort`, 10003) through which a real
-//! kube-apiserver reaches the tunnels.
+//! * [`stream_server`]: the kubelet API of the connected nodes on `streamPort` for a real
+//!   kube-apiserver (HTTP CONNECT through its egress selector, or direct), served when the
+//!   stream CA (`tlsStreamCAFile`) — the CA of kube-apiserver's kubelet client certificate —
+//!   exists.
 
 pub mod pods;
 mod registry;
+mod stream_server;
 mod tunnel_server;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use ke_bus::{BoxFuture, Module, ModuleContext};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -27,34 +31,64 @@ pub use registry::Tunnels;
 pub const MODULE_NAME: &str = "cloudStream";
 pub const GROUP_NAME: &str = "cloudstream";
 
-/// The tunnel listener, bound; register it on the bus to serve.
+/// The listeners, bound; register it on the bus to serve.
 pub struct CloudStream {
-    listener: Option<(TcpListener, TlsAcceptor)>,
-    addr: SocketAddr,
+    tunnel: Option<(TcpListener, TlsAcceptor)>,
+    stream: Option<(TcpListener, TlsAcceptor)>,
     tunnels: Tunnels,
 }
 
 impl CloudStream {
-    /// Binds `addr` with `tls` (cloudhub's edge-facing mTLS config), recording tunnels in
-    /// `tunnels` (shared with the API server's pod streams).
+    /// Binds the tunnel listener on `tunnel_addr` with `edge_tls` (cloudhub's edge-facing mTLS
+    /// config) and, when given, the stream server; tunnels are recorded in `tunnels` (shared
+    /// with the API server's pod streams).
     pub async fn bind(
-        addr: SocketAddr,
-        tls: Arc<rustls::ServerConfig>,
+        tunnel_addr: SocketAddr,
+        edge_tls: Arc<rustls::ServerConfig>,
+        stream: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
         tunnels: Tunnels,
     ) -> anyhow::Result<CloudStream> {
-        let listener = tunnel_server::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        tracing::info!(%addr, "stream tunnel listening");
+        let tunnel = Some((
+            bind(tunnel_addr, "stream tunnel").await?,
+            TlsAcceptor::from(edge_tls),
+        ));
+        let stream = match stream {
+            Some((addr, tls)) => Some((bind(addr, "stream server").await?, TlsAcceptor::from(tls))),
+            None => None,
+        };
         Ok(CloudStream {
-            listener: Some((listener, tunnel_server::acceptor(tls))),
-            addr,
+            tunnel,
+            stream,
             tunnels,
         })
     }
+}
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("bind the {what} listener on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "{what} listening");
+    Ok(listener)
+}
+
+/// The stream server's TLS: clients verified against the stream CA (`ca_file`), serving
+/// `cert_file`/`key_file`. `None` when the stream CA does not exist: nothing outside this
+/// process needs the kubelet API then (the embedded API server calls the tunnels directly).
+pub fn stream_server_tls(
+    ca_file: &Path,
+    cert_file: &Path,
+    key_file: &Path,
+) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    if !ca_file.exists() {
+        return Ok(None);
     }
+    let ca = ke_pki::persist::read_cert_file(ca_file)
+        .with_context(|| format!("tlsStreamCAFile {}", ca_file.display()))?;
+    let (cert, key) = ke_pki::persist::read_edge_cert_and_key(cert_file, key_file)
+        .with_context(|| format!("stream server certificate {}", cert_file.display()))?;
+    let config = ke_pki::tls::server_config_mtls(&ca, &cert, key.key())?;
+    Ok(Some(Arc::new(config)))
 }
 
 impl Module for CloudStream {
@@ -68,16 +102,22 @@ impl Module for CloudStream {
 
     fn run<'a>(&'a mut self, ctx: &'a mut ModuleContext) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            let Some((listener, tls)) = self.listener.take() else {
-                anyhow::bail!("cloudstream's listener is gone (the module ran before)");
+            let Some((listener, tls)) = self.tunnel.take() else {
+                anyhow::bail!("cloudstream's listeners are gone (the module ran before)");
             };
-            tunnel_server::serve(
-                listener,
-                tls,
-                self.tunnels.clone(),
-                ctx.cancellation_token(),
-            )
-            .await;
+            let shutdown = ctx.cancellation_token();
+            let stream = self.stream.take().map(|(listener, tls)| {
+                tokio::spawn(stream_server::serve(
+                    listener,
+                    tls,
+                    self.tunnels.clone(),
+                    shutdown.clone(),
+                ))
+            });
+            tunnel_server::serve(listener, tls, self.tunnels.clone(), shutdown).await;
+            if let Some(stream) = stream {
+                let _ = stream.await;
+            }
             Ok(())
         })
     }

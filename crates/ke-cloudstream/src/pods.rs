@@ -27,12 +27,14 @@ use ke_apiserver::pods::BoxFuture;
 use ke_stream::request::{ConnectRequest, KubeletRequest, StreamKind, encode_query, parse_query};
 use ke_stream::{MessageType, Session, Tunnel};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 
 use crate::Tunnels;
 
 /// How long the edge may take to answer an upgrade (it asks the runtime first).
 const UPGRADE_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a log response waits for the node's first bytes before its headers go out.
+const FIRST_LOG_BYTES_WAIT: Duration = Duration::from_secs(2);
 /// The most an answer's head may be.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
@@ -153,7 +155,7 @@ async fn open(
     node: &str,
 ) -> Result<Session, ApiError> {
     tunnel
-        .open(kind, Bytes::from(connect.to_json()))
+        .open_with(kind, |id| Bytes::from(connect.with_mess_id(id).to_json()))
         .await
         .map_err(|_| tunnel_lost(node))
 }
@@ -172,7 +174,12 @@ async fn stream_logs(
     tunnel: &Tunnel,
     node: &str,
 ) -> Result<Response, ApiError> {
-    let first = session.recv().await;
+    // A refusal comes at once; a quiet followed log gets its headers after a moment, as a
+    // client or proxy waiting for them may give up.
+    let first = match tokio::time::timeout(FIRST_LOG_BYTES_WAIT, session.recv()).await {
+        Ok(first) => first,
+        Err(_) => Some(Bytes::new()),
+    };
     if first.is_none() {
         if let Some(reason) = session.refusal() {
             return Err(ApiError::bad_request(reason.to_owned()));
@@ -249,43 +256,12 @@ async fn answer_upgrade(
                 return;
             }
         };
-        relay(TokioIo::new(upgraded), rest, session).await;
+        let mut io = TokioIo::new(upgraded);
+        if io.write_all(&rest).await.is_ok() {
+            ke_stream::relay(io, session).await;
+        }
     });
     Ok(response.body(Body::empty()).unwrap_or_default())
-}
-
-/// Bytes both ways between the caller's upgraded connection and the session, until either ends.
-async fn relay(io: TokioIo<hyper::upgrade::Upgraded>, already: Vec<u8>, mut session: Session) {
-    let (mut from_client, mut to_client) = tokio::io::split(io);
-    if to_client.write_all(&already).await.is_err() {
-        return;
-    }
-    let sender = session.sender();
-    let upstream = async move {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match from_client.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if sender.send(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    };
-    let downstream = async move {
-        while let Some(data) = session.recv().await {
-            if to_client.write_all(&data).await.is_err() {
-                return;
-            }
-        }
-        let _ = to_client.shutdown().await;
-    };
-    tokio::select! {
-        () = upstream => {}
-        () = downstream => {}
-    }
 }
 
 /// The edge refused the upgrade (kubelet-style error response): its body as the message.
@@ -393,10 +369,14 @@ fn is_websocket(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// Headers as Go's `http.Header` (canonical names), for the connect request.
+/// The headers the node gets ([`ke_stream::request::forwarded`]) as Go's `http.Header`
+/// (canonical names).
 fn go_header(headers: &HeaderMap) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in headers {
+        if !ke_stream::request::forwarded(name.as_str()) {
+            continue;
+        }
         let Ok(value) = value.to_str() else { continue };
         out.entry(canonical(name.as_str()))
             .or_default()
@@ -406,7 +386,7 @@ fn go_header(headers: &HeaderMap) -> BTreeMap<String, Vec<String>> {
 }
 
 /// Go's `CanonicalMIMEHeaderKey`: `x-stream-protocol-version` → `X-Stream-Protocol-Version`.
-fn canonical(name: &str) -> String {
+pub(crate) fn canonical(name: &str) -> String {
     let mut upper = true;
     name.chars()
         .map(|c| {

@@ -8,7 +8,14 @@ use ke_stream::Tunnel;
 /// The connected edges' tunnels; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Tunnels {
-    by_node: Arc<Mutex<HashMap<String, Tunnel>>>,
+    by_node: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    tunnel: Tunnel,
+    /// The node's internal IP (`SessionInternalIP`, else the connection's address).
+    internal_ip: String,
 }
 
 impl Tunnels {
@@ -18,7 +25,10 @@ impl Tunnels {
 
     /// The node's live tunnel.
     pub fn get(&self, node: &str) -> Option<Tunnel> {
-        self.map().get(node).filter(|t| !t.is_ended()).cloned()
+        self.map()
+            .get(node)
+            .filter(|e| !e.tunnel.is_ended())
+            .map(|e| e.tunnel.clone())
     }
 
     /// Nodes with a live tunnel, sorted.
@@ -26,7 +36,7 @@ impl Tunnels {
         let mut nodes: Vec<String> = self
             .map()
             .iter()
-            .filter(|(_, t)| !t.is_ended())
+            .filter(|(_, e)| !e.tunnel.is_ended())
             .map(|(n, _)| n.clone())
             .collect();
         nodes.sort();
@@ -34,21 +44,44 @@ impl Tunnels {
     }
 
     /// Registers `tunnel` for `node`, ending the one it replaces (its sessions end with it).
-    pub(crate) fn insert(&self, node: &str, tunnel: Tunnel) {
-        if let Some(old) = self.map().insert(node.to_owned(), tunnel) {
-            old.shutdown("replaced by a newer tunnel from the same node");
+    pub(crate) fn insert(&self, node: &str, internal_ip: &str, tunnel: Tunnel) {
+        let entry = Entry {
+            tunnel,
+            internal_ip: internal_ip.to_owned(),
+        };
+        if let Some(old) = self.map().insert(node.to_owned(), entry) {
+            old.tunnel
+                .shutdown("replaced by a newer tunnel from the same node");
+        }
+    }
+
+    /// The connected node that `host` names: its name, or else its internal IP when exactly
+    /// one live tunnel claims it (an edge states its own IP, so a claim two make is no
+    /// answer). kube-apiserver names nodes by their `Hostname` address first, which is the name.
+    pub fn node_for(&self, host: &str) -> Option<String> {
+        let map = self.map();
+        if map.get(host).is_some_and(|e| !e.tunnel.is_ended()) {
+            return Some(host.to_owned());
+        }
+        let mut claims = map
+            .iter()
+            .filter(|(_, e)| e.internal_ip == host && !e.tunnel.is_ended())
+            .map(|(node, _)| node);
+        match (claims.next(), claims.next()) {
+            (Some(node), None) => Some(node.clone()),
+            _ => None,
         }
     }
 
     /// Forgets `tunnel` if it is still the node's.
     pub(crate) fn remove(&self, node: &str, tunnel: &Tunnel) {
         let mut map = self.map();
-        if map.get(node).is_some_and(|t| t.same(tunnel)) {
+        if map.get(node).is_some_and(|e| e.tunnel.same(tunnel)) {
             map.remove(node);
         }
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tunnel>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.by_node.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

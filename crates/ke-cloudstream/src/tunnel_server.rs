@@ -5,10 +5,9 @@
 //! the one the client certificate was issued to (`system:node:<name>`), so an edge can only
 //! ever carry streams for itself.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
+use ke_stream::textframes::TextAsBinary;
 use ke_stream::tunnel::{FRAMING_BINARY, Framing, HEADER_FRAMING};
 use ke_stream::{Side, Tunnel};
 use tokio::net::{TcpListener, TcpStream};
@@ -49,9 +48,10 @@ pub(crate) async fn serve(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, admit(tcp, tls)).await {
-                Ok(Ok((node, tunnel))) => {
-                    tracing::info!(node, %peer, "stream tunnel connected");
-                    tunnels.insert(&node, tunnel.clone());
+                Ok(Ok((node, internal_ip, tunnel))) => {
+                    let internal_ip = internal_ip.unwrap_or_else(|| peer.ip().to_string());
+                    tracing::info!(node, %peer, internal_ip, "stream tunnel connected");
+                    tunnels.insert(&node, &internal_ip, tunnel.clone());
                     let reason = tokio::select! {
                         reason = tunnel.ended() => reason,
                         () = shutdown.cancelled() => {
@@ -70,7 +70,10 @@ pub(crate) async fn serve(
 }
 
 /// TLS, then the upgrade; the node's name and its tunnel.
-async fn admit(tcp: TcpStream, tls: TlsAcceptor) -> Result<(String, Tunnel), String> {
+async fn admit(
+    tcp: TcpStream,
+    tls: TlsAcceptor,
+) -> Result<(String, Option<String>, Tunnel), String> {
     let _ = tcp.set_nodelay(true);
     let stream = tls
         .accept(tcp)
@@ -79,6 +82,7 @@ async fn admit(tcp: TcpStream, tls: TlsAcceptor) -> Result<(String, Tunnel), Str
     let common_name = ke_pki::tls::peer_common_name(stream.get_ref().1.peer_certificates())
         .map_err(|e| format!("client certificate: {e}"))?;
     let mut admitted = None;
+    let mut internal_ip = None;
     let mut binary = false;
     #[allow(clippy::result_large_err)] // tungstenite's callback type
     let callback = |request: &Request, mut response: Response| {
@@ -114,11 +118,13 @@ async fn admit(tcp: TcpStream, tls: TlsAcceptor) -> Result<(String, Tunnel), Str
                 .insert(HEADER_FRAMING, HeaderValue::from_static(FRAMING_BINARY));
         }
         admitted = Some(node.to_owned());
+        internal_ip = header(ke_stream::HEADER_INTERNAL_IP).map(str::to_owned);
         Ok(response)
     };
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
+    let (stream, read_text_as_binary) = TextAsBinary::new(stream);
     let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config))
         .await
         .map_err(|e| format!("upgrade: {e}"))?;
@@ -126,26 +132,16 @@ async fn admit(tcp: TcpStream, tls: TlsAcceptor) -> Result<(String, Tunnel), Str
     let framing = if binary {
         Framing::Binary
     } else {
+        // A Go edge: its text frames carry bytes that are not UTF-8.
+        read_text_as_binary.store(true, std::sync::atomic::Ordering::Relaxed);
         Framing::GoText
     };
     let (tunnel, _refused) = Tunnel::spawn(ws, Side::Cloud, framing);
-    Ok((node, tunnel))
+    Ok((node, internal_ip, tunnel))
 }
 
 fn refuse(status: StatusCode, reason: &str) -> ErrorResponse {
     let mut response = ErrorResponse::new(Some(reason.to_owned()));
     *response.status_mut() = status;
     response
-}
-
-/// Binds the tunnel listener.
-pub(crate) async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    use anyhow::Context as _;
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("bind the stream tunnel listener on {addr}"))
-}
-
-pub(crate) fn acceptor(config: Arc<rustls::ServerConfig>) -> TlsAcceptor {
-    TlsAcceptor::from(config)
 }

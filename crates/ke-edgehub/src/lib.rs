@@ -26,7 +26,7 @@ use ke_bus::{BoxFuture, Module, ModuleContext, RestartPolicy};
 use ke_config::EdgeCoreConfig;
 
 pub use https::HttpError;
-pub use link::DialError;
+pub use link::{CloudStream, DialError, connect_mtls};
 
 use crate::link::LinkEnd;
 use crate::reconnect::ReconnectPolicy;

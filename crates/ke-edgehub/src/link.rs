@@ -19,7 +19,8 @@ use crate::EdgeHubSettings;
 use crate::dispatch::{Route, route_downstream};
 use crate::rate::TokenBucket;
 
-pub(crate) type CloudStream = TlsStream<TcpStream>;
+/// The TLS connection to the cloud.
+pub type CloudStream = TlsStream<TcpStream>;
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -66,6 +67,29 @@ pub(crate) async fn dial(settings: &EdgeHubSettings) -> Result<Connection<CloudS
 
 async fn dial_inner(settings: &EdgeHubSettings) -> Result<Connection<CloudStream>, DialError> {
     let server = &settings.websocket_server;
+    let stream = connect_mtls(
+        server,
+        &settings.ca_file,
+        &settings.cert_file,
+        &settings.key_file,
+    )
+    .await?;
+    let identity = EdgeIdentity {
+        node_id: settings.node_name.clone(),
+        project_id: settings.project_id.clone(),
+    };
+    let url = ke_transport::edge_url(server, &identity.project_id, &identity.node_id);
+    Ok(ke_transport::connect(stream, &url, &identity, settings.max_frame_bytes).await?)
+}
+
+/// TCP and TLS to `server` (`host:port`) as this node: our CA trusted, the edge certificate
+/// presented. Also the stream tunnel's dial (edgestream), with the same identity.
+pub async fn connect_mtls(
+    server: &str,
+    ca_file: &std::path::Path,
+    cert_file: &std::path::Path,
+    key_file: &std::path::Path,
+) -> Result<CloudStream, DialError> {
     let (host, port) = server
         .rsplit_once(':')
         .and_then(|(h, p)| {
@@ -74,33 +98,27 @@ async fn dial_inner(settings: &EdgeHubSettings) -> Result<Connection<CloudStream
                 p.parse::<u16>().ok()?,
             ))
         })
-        .ok_or_else(|| DialError::BadServer(server.clone()))?;
-    let server_name =
-        ServerName::try_from(host.to_owned()).map_err(|_| DialError::BadServer(server.clone()))?;
-    let ca_der = persist::read_cert_file(&settings.ca_file)?;
-    let (cert_der, key) = persist::read_edge_cert_and_key(&settings.cert_file, &settings.key_file)?;
+        .ok_or_else(|| DialError::BadServer(server.to_owned()))?;
+    let server_name = ServerName::try_from(host.to_owned())
+        .map_err(|_| DialError::BadServer(server.to_owned()))?;
+    let ca_der = persist::read_cert_file(ca_file)?;
+    let (cert_der, key) = persist::read_edge_cert_and_key(cert_file, key_file)?;
     let tls = ke_pki::tls::client_config_mtls(&ca_der, &cert_der, key.key())?;
 
     let tcp = TcpStream::connect((host, port))
         .await
         .map_err(|source| DialError::Connect {
-            server: server.clone(),
+            server: server.to_owned(),
             source,
         })?;
     let _ = tcp.set_nodelay(true);
-    let stream = TlsConnector::from(Arc::new(tls))
+    TlsConnector::from(Arc::new(tls))
         .connect(server_name, tcp)
         .await
         .map_err(|source| DialError::Handshake {
-            server: server.clone(),
+            server: server.to_owned(),
             source,
-        })?;
-    let identity = EdgeIdentity {
-        node_id: settings.node_name.clone(),
-        project_id: settings.project_id.clone(),
-    };
-    let url = ke_transport::edge_url(server, &identity.project_id, &identity.node_id);
-    Ok(ke_transport::connect(stream, &url, &identity, settings.max_frame_bytes).await?)
+        })
 }
 
 /// Runs an established connection until it ends.

@@ -23,18 +23,17 @@ use ke_bus::{BoxFuture, Module, ModuleContext};
 use ke_config::EdgeCoreConfig;
 use ke_cri::CriClient;
 use ke_edgehub::reconnect::ReconnectPolicy;
-use ke_pki::persist;
 use ke_stream::request::{ConnectRequest, StreamKind};
+use ke_stream::textframes::TextAsBinary;
 use ke_stream::tunnel::{FRAMING_BINARY, Framing, HEADER_FRAMING};
 use ke_stream::{Incoming, MessageType, Side, Tunnel};
-use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 pub const MODULE_NAME: &str = "edgestream";
 pub const GROUP_NAME: &str = "edgestream";
+/// A tunnel that lived this long resets the redial backoff.
+const STABLE_TUNNEL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct EdgeStreamSettings {
@@ -111,7 +110,7 @@ impl Module for EdgeStream {
                 match dialed {
                     Ok(Ok((tunnel, incoming))) => {
                         tracing::info!(server = %self.settings.server, "stream tunnel connected");
-                        attempt = 0;
+                        let connected = tokio::time::Instant::now();
                         let reason = tokio::select! {
                             reason = serve(&tunnel, incoming, &cri) => reason,
                             () = ctx.cancelled() => {
@@ -120,6 +119,12 @@ impl Module for EdgeStream {
                             }
                         };
                         tracing::warn!(reason, "stream tunnel ended");
+                        // Back to a quick redial only after a tunnel that lasted: a cloud that
+                        // takes tunnels and drops them (or a second edge with this identity
+                        // replacing ours) must not be redialled at the minimum delay forever.
+                        if connected.elapsed() >= STABLE_TUNNEL {
+                            attempt = 0;
+                        }
                     }
                     Ok(Err(err)) => {
                         tracing::warn!(server = %self.settings.server, error = format!("{err:#}"), "stream tunnel dial failed");
@@ -203,23 +208,14 @@ type TunnelParts = (Tunnel, tokio::sync::mpsc::Receiver<Incoming>);
 
 async fn dial(settings: &EdgeStreamSettings) -> anyhow::Result<TunnelParts> {
     let server = &settings.server;
-    let host = server
-        .rsplit_once(':')
-        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
-        .with_context(|| format!("edgeStream.server {server:?} is not host:port"))?;
-    let server_name = ServerName::try_from(host.to_owned())
-        .with_context(|| format!("edgeStream.server {server:?}"))?;
-    let ca = persist::read_cert_file(&settings.ca_file)?;
-    let (cert, key) = persist::read_edge_cert_and_key(&settings.cert_file, &settings.key_file)?;
-    let tls = ke_pki::tls::client_config_mtls(&ca, &cert, key.key())?;
-    let tcp = TcpStream::connect(server)
-        .await
-        .with_context(|| format!("connect to {server}"))?;
-    let _ = tcp.set_nodelay(true);
-    let stream = TlsConnector::from(Arc::new(tls))
-        .connect(server_name, tcp)
-        .await
-        .with_context(|| format!("TLS handshake with {server}"))?;
+    let stream = ke_edgehub::connect_mtls(
+        server,
+        &settings.ca_file,
+        &settings.cert_file,
+        &settings.key_file,
+    )
+    .await?;
+    let (stream, read_text_as_binary) = TextAsBinary::new(stream);
     let mut request = format!("wss://{server}{}", ke_stream::TUNNEL_PATH).into_client_request()?;
     let headers = request.headers_mut();
     headers.insert(
@@ -241,6 +237,8 @@ async fn dial(settings: &EdgeStreamSettings) -> anyhow::Result<TunnelParts> {
     let framing = if binary {
         Framing::Binary
     } else {
+        // A Go cloud: its text frames carry bytes that are not UTF-8.
+        read_text_as_binary.store(true, std::sync::atomic::Ordering::Relaxed);
         Framing::GoText
     };
     Ok(Tunnel::spawn(ws, Side::Edge, framing))

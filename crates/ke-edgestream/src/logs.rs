@@ -21,6 +21,8 @@ const FOLLOW_POLL: Duration = Duration::from_millis(50);
 /// How often a followed log checks whether its container still runs.
 const RUNNING_CHECK: Duration = Duration::from_secs(1);
 const READ_CHUNK: usize = 32 * 1024;
+/// Output per read pass (see [`pass`]).
+const PASS_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LogOptions {
@@ -46,8 +48,15 @@ impl LogOptions {
                 .transpose()
         };
         let since = match (request.param("sinceSeconds"), request.param("sinceTime")) {
-            (Some(_), _) => number("sinceSeconds")?
-                .map(|s| now - Duration::from_secs(s.min(i64::MAX as u64 / 2))),
+            (Some(v), _) => {
+                let seconds = number("sinceSeconds")?.unwrap_or_default();
+                let since = i64::try_from(seconds)
+                    .ok()
+                    .and_then(|s| now.checked_sub(time::Duration::seconds(s)));
+                Some(since.ok_or_else(|| {
+                    Refusal::bad_request(format!("sinceSeconds={v:?}: too far back"))
+                })?)
+            }
             (None, Some(t)) => Some(OffsetDateTime::parse(t, &Rfc3339).map_err(|_| {
                 Refusal::bad_request(format!("sinceTime={t:?}: not an RFC 3339 time"))
             })?),
@@ -105,7 +114,10 @@ impl Renderer {
         }
         let start = out.len();
         if self.options.timestamps {
-            out.extend_from_slice(entry.time.as_bytes());
+            match OffsetDateTime::parse(entry.time, &Rfc3339) {
+                Ok(time) => out.extend_from_slice(fixed_nanos(time).as_bytes()),
+                Err(_) => out.extend_from_slice(entry.time.as_bytes()),
+            }
             out.push(b' ');
         }
         out.extend_from_slice(entry.content);
@@ -124,6 +136,22 @@ impl Renderer {
         self.written += added;
         true
     }
+}
+
+/// kubelet's `RFC3339NanoFixed` (always nine fraction digits, UTC), which `--timestamps`
+/// prints; the runtime writes `RFC3339Nano`, trailing zeros dropped.
+fn fixed_nanos(time: OffsetDateTime) -> String {
+    let t = time.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond()
+    )
 }
 
 /// Where the last `lines` lines of `file` begin.
@@ -185,44 +213,90 @@ pub async fn serve(
         written: 0,
     };
     let mut last_check = tokio::time::Instant::now();
-    let mut out = Vec::new();
     loop {
-        let mut more = true;
-        let ended_at_eof = reader
-            .read_lines(|line| {
-                more = more && renderer.line(line, &mut out);
-                more
-            })
-            .map_err(|e| Refusal::runtime(format!("reading {}: {e}", path.display())))?;
-        if !out.is_empty() {
-            if session.send(&out).await.is_err() {
-                return Ok(());
-            }
-            out.clear();
-        }
-        if !more || !follow || session.sender().is_closed() {
+        let pass = pass(&mut reader, &mut renderer, session, &path).await?;
+        if pass == Pass::Done {
             return Ok(());
         }
-        if ended_at_eof {
-            if reader.rotated() {
-                // Rotated: what is left of the old file was read; go on with the new one.
-                if let Ok(next) = LogReader::open(&path, None) {
-                    reader = next;
-                }
-                continue;
+        if pass == Pass::More {
+            continue;
+        }
+        if !follow {
+            return Ok(());
+        }
+        if reader.rotated() {
+            // Lines may have gone to the old file after our last read: drain it, then go on
+            // with the new one.
+            if pass_to_end(&mut reader, &mut renderer, session, &path).await? == Pass::Done {
+                return Ok(());
             }
-            if last_check.elapsed() >= RUNNING_CHECK {
-                last_check = tokio::time::Instant::now();
-                if !containers::is_running(cri, &container.id).await {
-                    // One last read: what it wrote before it stopped.
-                    reader.read_lines(|line| renderer.line(line, &mut out)).ok();
-                    if !out.is_empty() {
-                        let _ = session.send(&out).await;
-                    }
-                    return Ok(());
-                }
+            match reader.reopen() {
+                Ok(next) => reader = next,
+                Err(_) => tokio::time::sleep(FOLLOW_POLL).await,
             }
-            tokio::time::sleep(FOLLOW_POLL).await;
+            continue;
+        }
+        if last_check.elapsed() >= RUNNING_CHECK {
+            last_check = tokio::time::Instant::now();
+            if !containers::is_running(cri, &container.id).await {
+                // What it wrote before it stopped, then the end.
+                pass_to_end(&mut reader, &mut renderer, session, &path).await?;
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(FOLLOW_POLL).await;
+    }
+}
+
+/// How a read pass ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Pass {
+    /// At the end of the file for now.
+    End,
+    /// The pass's budget is used up; more is there.
+    More,
+    /// `limitBytes` reached, or the peer went away.
+    Done,
+}
+
+/// Reads and sends up to [`PASS_BYTES`] of output, so a fast writer cannot keep one pass going
+/// (and memory growing) forever and a closed session is noticed between passes.
+async fn pass(
+    reader: &mut LogReader,
+    renderer: &mut Renderer,
+    session: &Session,
+    path: &Path,
+) -> Result<Pass, Refusal> {
+    let mut out = Vec::new();
+    let mut limit_reached = false;
+    let at_end = reader
+        .read_lines(|line| {
+            if !renderer.line(line, &mut out) {
+                limit_reached = true;
+                return false;
+            }
+            out.len() < PASS_BYTES
+        })
+        .map_err(|e| Refusal::runtime(format!("reading {}: {e}", path.display())))?;
+    if !out.is_empty() && session.send(&out).await.is_err() {
+        return Ok(Pass::Done);
+    }
+    if limit_reached || session.sender().is_closed() {
+        return Ok(Pass::Done);
+    }
+    Ok(if at_end { Pass::End } else { Pass::More })
+}
+
+async fn pass_to_end(
+    reader: &mut LogReader,
+    renderer: &mut Renderer,
+    session: &Session,
+    path: &Path,
+) -> Result<Pass, Refusal> {
+    loop {
+        match pass(reader, renderer, session, path).await? {
+            Pass::More => continue,
+            other => return Ok(other),
         }
     }
 }
@@ -247,6 +321,14 @@ impl LogReader {
             file,
             pending: Vec::new(),
         })
+    }
+
+    /// The file now at the path, read from its start; a partial line read from the old one is
+    /// carried over.
+    fn reopen(&mut self) -> std::io::Result<LogReader> {
+        let mut next = LogReader::open(&self.path, None)?;
+        next.pending = std::mem::take(&mut self.pending);
+        Ok(next)
     }
 
     /// Reads what is there, calling `line` per whole line until it returns false. True when the
@@ -315,7 +397,8 @@ mod tests {
         };
         assert_eq!(
             render(timestamps),
-            "2026-12-01T10:00:01Z two\n2026-12-01T10:00:02.5Z thr2026-12-01T10:00:02.6Z ee\n"
+            "2026-12-01T10:00:01.000000000Z two\n2026-12-01T10:00:02.500000000Z thr\
+             2026-12-01T10:00:02.600000000Z ee\n"
         );
         let tail = |n| {
             render(LogOptions {
@@ -351,7 +434,12 @@ mod tests {
         assert!(options.follow && options.timestamps && !options.previous);
         assert_eq!(options.tail_lines, Some(10));
         assert_eq!(options.since, Some(now - Duration::from_secs(60)));
-        for bad in ["tailLines=x", "limitBytes=-1", "sinceTime=yesterday"] {
+        for bad in [
+            "tailLines=x",
+            "limitBytes=-1",
+            "sinceTime=yesterday",
+            "sinceSeconds=999999999999",
+        ] {
             let request = KubeletRequest::parse("/containerLogs/a/b/c", bad).unwrap();
             assert_eq!(
                 LogOptions::from_request(&request, now).unwrap_err().status,

@@ -6,24 +6,16 @@
 use ke_cri::{CriClient, api};
 use ke_stream::Session;
 use ke_stream::request::{ConnectRequest, KubeletRequest, StreamKind};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use crate::containers::{self, Refusal, call};
-
-/// Headers that describe the hop to us, not the request; the rest goes to the runtime as sent.
-const HOP_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "authorization",
-];
 
 pub async fn serve(
     cri: &CriClient,
     connect: &ConnectRequest,
     request: &KubeletRequest,
-    mut session: Session,
+    session: Session,
 ) {
     let upstream = match open(cri, connect, request).await {
         Ok(upstream) => upstream,
@@ -33,33 +25,7 @@ pub async fn serve(
             return;
         }
     };
-    let (mut from_runtime, mut to_runtime) = upstream.into_split();
-    let sender = session.sender();
-    let downstream = async move {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match from_runtime.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if sender.send(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    };
-    let upstream = async move {
-        while let Some(data) = session.recv().await {
-            if to_runtime.write_all(&data).await.is_err() {
-                return;
-            }
-        }
-    };
-    // Either side ending ends the session (dropping it tells the cloud).
-    tokio::select! {
-        () = downstream => {}
-        () = upstream => {}
-    }
+    ke_stream::relay(upstream, session).await;
 }
 
 /// Asks the runtime for the stream and sends it the request.
@@ -84,7 +50,8 @@ async fn open(
     };
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\n");
     for (name, values) in &connect.header {
-        if HOP_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+        // What the cloud forwards is already this set; a Go cloud forwards everything.
+        if !ke_stream::request::forwarded(name) {
             continue;
         }
         for value in values {

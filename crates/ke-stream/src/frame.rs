@@ -1,5 +1,6 @@
-//! One tunnel message as upstream's `pkg/stream` frames it, in one binary WebSocket message:
-//! `uvarint connectID`, `uvarint type`, then the data (the rest of the message).
+//! One tunnel message as upstream's `pkg/stream` frames it, in one WebSocket message (see
+//! [`crate::tunnel`] for which frame type): `uvarint connectID`, `uvarint type`, then the data
+//! (the rest of the message).
 
 use bytes::Bytes;
 
@@ -10,11 +11,13 @@ pub enum MessageType {
     ExecConnect,
     MetricConnect,
     Data,
-    /// The cloud side is done with a session.
+    /// Either side is done with one session.
     RemoveConnect,
-    /// The edge side is done with a session.
+    /// The cloud closes the whole tunnel (connect id 0, the reason as data).
     CloseConnect,
     AttachConnect,
+    /// A type this version does not know (a newer peer's); its session is refused.
+    Other(u64),
 }
 
 impl MessageType {
@@ -27,11 +30,12 @@ impl MessageType {
             MessageType::RemoveConnect => 4,
             MessageType::CloseConnect => 5,
             MessageType::AttachConnect => 6,
+            MessageType::Other(code) => code,
         }
     }
 
-    pub fn from_code(code: u64) -> Option<MessageType> {
-        Some(match code {
+    pub fn from_code(code: u64) -> MessageType {
+        match code {
             0 => MessageType::LogsConnect,
             1 => MessageType::ExecConnect,
             2 => MessageType::MetricConnect,
@@ -39,8 +43,8 @@ impl MessageType {
             4 => MessageType::RemoveConnect,
             5 => MessageType::CloseConnect,
             6 => MessageType::AttachConnect,
-            _ => return None,
-        })
+            other => MessageType::Other(other),
+        }
     }
 
     /// A message that opens a session.
@@ -52,11 +56,6 @@ impl MessageType {
                 | MessageType::MetricConnect
                 | MessageType::AttachConnect
         )
-    }
-
-    /// A message that ends a session.
-    pub fn ends_session(self) -> bool {
-        matches!(self, MessageType::RemoveConnect | MessageType::CloseConnect)
     }
 }
 
@@ -73,8 +72,6 @@ pub enum FrameError {
     Truncated(&'static str),
     #[error("tunnel message {0} varint overflows 64 bits")]
     Overflow(&'static str),
-    #[error("unknown tunnel message type {0}")]
-    UnknownType(u64),
 }
 
 impl TunnelMessage {
@@ -97,7 +94,7 @@ impl TunnelMessage {
     pub fn decode(frame: Bytes) -> Result<TunnelMessage, FrameError> {
         let (connect_id, used) = uvarint(&frame, "connectID")?;
         let (code, used2) = uvarint(&frame[used..], "type")?;
-        let kind = MessageType::from_code(code).ok_or(FrameError::UnknownType(code))?;
+        let kind = MessageType::from_code(code);
         Ok(TunnelMessage {
             connect_id,
             kind,
@@ -157,8 +154,8 @@ mod tests {
             Err(FrameError::Truncated("type"))
         );
         assert_eq!(
-            TunnelMessage::decode(Bytes::from_static(&[1, 9])),
-            Err(FrameError::UnknownType(9))
+            TunnelMessage::decode(Bytes::from_static(&[1, 9])).map(|m| m.kind),
+            Ok(MessageType::Other(9))
         );
         assert_eq!(
             TunnelMessage::decode(Bytes::from_static(&[0xff; 11])),
@@ -173,8 +170,8 @@ mod tests {
         }
 
         #[test]
-        fn round_trips(id in any::<u64>(), code in 0u64..7, data in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let kind = MessageType::from_code(code).unwrap();
+        fn round_trips(id in any::<u64>(), code in any::<u64>(), data in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let kind = MessageType::from_code(code);
             let message = TunnelMessage::new(id, kind, data);
             prop_assert_eq!(TunnelMessage::decode(Bytes::from(message.encode())), Ok(message));
         }

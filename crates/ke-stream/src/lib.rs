@@ -4,15 +4,19 @@
 //! * [`frame`]: upstream's tunnel message (`uvarint connectID, uvarint type, data`).
 //! * [`request`]: what a `*_CONNECT` message carries — the kubelet-style HTTP request the edge
 //!   is asked to serve — and the kubelet paths.
-//! * [`tunnel`]: sessions multiplexed over one WebSocket, both ends.
+//! * [`tunnel`]: sessions multiplexed over one WebSocket, both ends; [`textframes`] lets a Go
+//!   peer's text frames (which are not UTF-8) through.
 //!
 //! No TLS here: the callers hand in an established stream.
 
 pub mod frame;
+pub mod relay;
 pub mod request;
+pub mod textframes;
 pub mod tunnel;
 
 pub use frame::{FrameError, MessageType, TunnelMessage};
+pub use relay::relay;
 pub use tunnel::{Incoming, Session, SessionSender, Side, Tunnel, TunnelClosed};
 
 /// The tunnel's URL path (upstream's `/v1/kubeedge/connect`).

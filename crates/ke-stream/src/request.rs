@@ -33,6 +33,14 @@ pub enum RequestError {
 }
 
 impl ConnectRequest {
+    /// The request for session `id` (upstream's edges answer on `messID`).
+    pub fn with_mess_id(&self, id: u64) -> ConnectRequest {
+        ConnectRequest {
+            mess_id: id,
+            ..self.clone()
+        }
+    }
+
     /// Upstream's JSON, with the URL pointing at edged as upstream's cloud writes it.
     pub fn to_json(&self) -> Vec<u8> {
         let value = json!({
@@ -116,6 +124,24 @@ impl ConnectRequest {
     pub fn kubelet(&self) -> Result<KubeletRequest, RequestError> {
         KubeletRequest::parse(&self.path, &self.raw_query)
     }
+}
+
+/// The request headers that go to the node: what the streaming protocols need. Credentials
+/// (`Authorization`, cookies, impersonation) never leave the cloud.
+const FORWARDED_HEADERS: &[&str] = &[
+    "accept",
+    "connection",
+    "content-type",
+    "upgrade",
+    "user-agent",
+    "x-stream-protocol-version",
+];
+
+/// Whether a caller's header is passed on to the node.
+pub fn forwarded(name: &str) -> bool {
+    FORWARDED_HEADERS
+        .iter()
+        .any(|allowed| name.eq_ignore_ascii_case(allowed))
 }
 
 /// Go's decoder: an exact key first, else the last key that matches ignoring case.
@@ -252,7 +278,7 @@ impl KubeletRequest {
 
 /// `a=1&b=x%20y` → pairs, decoded (`+` is a space, as Go's `url.ParseQuery`).
 pub fn parse_query(raw: &str) -> Vec<(String, String)> {
-    raw.split(['&', ';'])
+    raw.split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));

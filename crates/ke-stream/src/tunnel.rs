@@ -1,18 +1,29 @@
 //! Sessions multiplexed over one tunnel WebSocket.
 //!
-//! The cloud opens sessions (`*_CONNECT` with a fresh connect id, [`Tunnel::open`]); the edge
-//! receives them as [`Incoming`] and answers on the same id. Either end ends a session with
-//! `REMOVE_CONNECT`; dropping a [`Session`] sends it. Its data, empty upstream, may carry why the
-//! edge refused the request ([`Session::refusal`]); upstream's cloud ignores it. `CLOSE_CONNECT`
-//! with connect id 0 is the cloud closing the whole tunnel, its data the reason.
-//! Both ends ping every [`PING_EVERY`] and give the tunnel up after [`IDLE_LIMIT`] of silence, so
-//! a peer that vanished without a FIN (a cut cellular link) is noticed.
+//! The cloud opens sessions (`*_CONNECT` with a fresh connect id, [`Tunnel::open_with`]); the
+//! edge receives them as [`Incoming`] and answers on the same id. Either end ends a session with
+//! `REMOVE_CONNECT`; dropping a [`Session`] sends it, queued behind the session's data so it
+//! never overtakes it. Its data, empty upstream, may carry why the edge refused the request
+//! ([`Session::refusal`]); upstream's cloud ignores it. `CLOSE_CONNECT` with connect id 0 is the
+//! cloud closing the whole tunnel, its data the reason. A type we do not know (a newer peer's)
+//! is refused for its session only.
+//!
+//! Liveness: both ends ping every [`PING_EVERY`]; the reader gives the tunnel up after
+//! [`IDLE_LIMIT`] with nothing heard, the writer when one write takes longer than
+//! [`WRITE_LIMIT`] — so a peer that vanished without a FIN (a cut cellular link) is noticed
+//! even while data is queued for it.
+//!
+//! Back-pressure: a session buffers [`SESSION_BUFFER`] messages from its peer. When its reader
+//! stops reading (a `kubectl logs -f | less` left on page one) the tunnel's reader waits for it
+//! for at most [`SLOW_READER_LIMIT`], then ends that session alone — other sessions of the node
+//! stall meanwhile but survive.
 //!
 //! Framing: upstream writes every message as a WebSocket *text* frame whatever the bytes, and its
 //! cloud drops a tunnel that sends anything else. [`Framing::GoText`] does the same (raw frames
 //! with the text opcode); two kubeedge-rs ends agree on [`Framing::Binary`] during the upgrade
-//! ([`HEADER_FRAMING`]). Received text frames must be UTF-8 (tungstenite checks), so a Go peer's
-//! logs work but its binary payloads (SPDY) do not reach us: a known limit.
+//! ([`HEADER_FRAMING`]). A Go peer's text frames are not UTF-8 (SPDY, logs cut mid-character),
+//! which tungstenite refuses: [`crate::textframes::TextAsBinary`] under the WebSocket reads them
+//! as binary.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,10 +44,12 @@ use crate::frame::{MessageType, TunnelMessage};
 
 pub const PING_EVERY: Duration = Duration::from_secs(15);
 pub const IDLE_LIMIT: Duration = Duration::from_secs(45);
+pub const WRITE_LIMIT: Duration = Duration::from_secs(30);
+pub const SLOW_READER_LIMIT: Duration = Duration::from_secs(30);
 /// Data is sent in pieces of at most this, so one busy session cannot hold the link for long.
 pub const CHUNK_BYTES: usize = 32 * 1024;
-/// Messages a session buffers from its peer before the tunnel's reader waits for it.
-const SESSION_BUFFER: usize = 64;
+/// Messages (of at most [`CHUNK_BYTES`] from us) a session buffers from its peer.
+pub const SESSION_BUFFER: usize = 64;
 const OUTBOUND_BUFFER: usize = 256;
 
 /// Upgrade header (request and response) by which two kubeedge-rs ends agree on binary frames.
@@ -79,7 +92,13 @@ pub struct Tunnel {
     inner: Arc<Inner>,
 }
 
-type Sessions = HashMap<u64, SessionSlot>;
+/// The sessions, and whether the tunnel has ended — under one lock, so no session is added to
+/// a tunnel that has just ended (it would never see its end).
+#[derive(Default)]
+struct Sessions {
+    ended: bool,
+    open: HashMap<u64, SessionSlot>,
+}
 
 /// The tunnel's side of one session.
 struct SessionSlot {
@@ -145,11 +164,16 @@ impl Tunnel {
         (tunnel, incoming_rx)
     }
 
-    /// Opens a session (cloud side): sends `kind` with `request` and returns the session.
-    pub async fn open(&self, kind: MessageType, request: Bytes) -> Result<Session, TunnelClosed> {
+    /// Opens a session (cloud side): `request` gets the session's connect id (upstream's edges
+    /// answer on the `messID` inside the request) and its bytes are sent as `kind`.
+    pub async fn open_with(
+        &self,
+        kind: MessageType,
+        request: impl FnOnce(u64) -> Bytes,
+    ) -> Result<Session, TunnelClosed> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let session = self.register(id)?;
-        self.send(TunnelMessage::new(id, kind, request)).await?;
+        self.send(TunnelMessage::new(id, kind, request(id))).await?;
         Ok(session)
     }
 
@@ -177,12 +201,12 @@ impl Tunnel {
     }
 
     pub fn is_ended(&self) -> bool {
-        self.inner.ended.borrow().is_some()
+        self.sessions().ended
     }
 
     /// Sessions open right now.
     pub fn session_count(&self) -> usize {
-        self.sessions().len()
+        self.sessions().open.len()
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
@@ -193,18 +217,19 @@ impl Tunnel {
     }
 
     fn register(&self, id: u64) -> Result<Session, TunnelClosed> {
-        if self.is_ended() {
-            return Err(TunnelClosed);
-        }
         let (tx, rx) = mpsc::channel(SESSION_BUFFER);
         let refusal = Arc::new(OnceLock::new());
-        self.sessions().insert(
-            id,
-            SessionSlot {
+        {
+            let mut sessions = self.sessions();
+            if sessions.ended {
+                return Err(TunnelClosed);
+            }
+            let slot = SessionSlot {
                 data: tx,
                 refusal: Arc::clone(&refusal),
-            },
-        );
+            };
+            sessions.open.insert(id, slot);
+        }
         Ok(Session {
             id,
             rx,
@@ -227,16 +252,34 @@ impl Tunnel {
             .map_err(|_| TunnelClosed)
     }
 
-    fn end(&self, reason: String) {
-        self.inner.ended.send_if_modified(|ended| {
-            if ended.is_some() {
-                return false;
+    /// Queues the end of session `id` for the peer, behind what was queued before it.
+    fn send_end(&self, id: u64, reason: Bytes) {
+        let end = TunnelMessage::new(id, MessageType::RemoveConnect, reason);
+        match self.inner.outbound.try_send(end) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(end)) => {
+                // Waiting keeps it in order; a tunnel that never drains ends by WRITE_LIMIT.
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    let outbound = self.inner.outbound.clone();
+                    runtime.spawn(async move { outbound.send(end).await });
+                }
             }
-            *ended = Some(reason);
-            true
-        });
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn end(&self, reason: String) {
+        let sessions = {
+            let mut sessions = self.sessions();
+            if sessions.ended {
+                return;
+            }
+            sessions.ended = true;
+            std::mem::take(&mut sessions.open)
+        };
         // Dropping the senders ends every session's receiver.
-        self.sessions().clear();
+        drop(sessions);
+        self.inner.ended.send_replace(Some(reason));
     }
 }
 
@@ -270,10 +313,8 @@ impl Session {
 
     fn end(&self, reason: Bytes) {
         let tunnel = &self.sender.tunnel;
-        if tunnel.sessions().remove(&self.id).is_some() {
-            let end = TunnelMessage::new(self.id, MessageType::RemoveConnect, reason);
-            // A full queue means the link is stuck; the peer learns from the tunnel's end instead.
-            let _ = tunnel.inner.outbound.try_send(end);
+        if tunnel.sessions().open.remove(&self.id).is_some() {
+            tunnel.send_end(self.id, reason);
         }
     }
 }
@@ -287,6 +328,9 @@ impl Drop for Session {
 impl SessionSender {
     pub async fn send(&self, data: &[u8]) -> Result<(), TunnelClosed> {
         for chunk in data.chunks(CHUNK_BYTES) {
+            if self.is_closed() {
+                return Err(TunnelClosed);
+            }
             let message = TunnelMessage::new(self.id, MessageType::Data, chunk.to_vec());
             self.tunnel.send(message).await?;
         }
@@ -295,7 +339,7 @@ impl SessionSender {
 
     /// Whether the peer (or the tunnel) has ended this session.
     pub fn is_closed(&self) -> bool {
-        !self.tunnel.sessions().contains_key(&self.id)
+        !self.tunnel.sessions().open.contains_key(&self.id)
     }
 }
 
@@ -309,102 +353,99 @@ async fn run<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sink, stream) = ws.split();
-    let last_heard = Arc::new(Mutex::new(Instant::now()));
     // Reading and writing are separate tasks: a reader waiting on a slow session must not stop
-    // that session's (or any other's) writes.
-    let writer = tokio::spawn(write_loop(
-        sink,
-        tunnel.clone(),
-        framing,
-        outbound,
-        Arc::clone(&last_heard),
-    ));
-    let reason = read_loop(stream, &tunnel, &incoming, &last_heard).await;
+    // writes, and a write stuck on a dead link must not stop the reader noticing the silence.
+    let mut writer = tokio::spawn(write_loop(sink, tunnel.clone(), framing, outbound));
+    let reason = tokio::select! {
+        reason = read_loop(stream, &tunnel, &incoming) => reason,
+        written = &mut writer => match written {
+            Ok(reason) => reason,
+            Err(err) => format!("tunnel writer failed: {err}"),
+        },
+    };
+    tracing::debug!(reason, "stream tunnel ended");
     tunnel.end(reason);
-    let _ = writer.await;
+    // The writer closes the socket when it sees the end; a dead peer cannot hold it forever.
+    if tokio::time::timeout(Duration::from_secs(2), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
 
 async fn read_loop<S>(
     mut stream: futures_util::stream::SplitStream<WebSocketStream<S>>,
     tunnel: &Tunnel,
     incoming: &mpsc::Sender<Incoming>,
-    last_heard: &Mutex<Instant>,
 ) -> String
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut ended = tunnel.inner.ended.subscribe();
+    let mut last_heard = Instant::now();
     loop {
         let frame = tokio::select! {
             frame = stream.next() => frame,
+            () = tokio::time::sleep_until(last_heard + IDLE_LIMIT) => {
+                return format!("nothing heard from the peer for {}s", IDLE_LIMIT.as_secs());
+            }
             _ = ended.changed() => return "shut down".to_owned(),
         };
-        *last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-        match frame {
+        let bytes = match frame {
             None | Some(Ok(WsMessage::Close(_))) => return "the peer closed the tunnel".to_owned(),
             Some(Err(err)) => return format!("tunnel read: {err}"),
-            Some(Ok(WsMessage::Binary(bytes))) => {
-                let delivered = tokio::select! {
-                    delivered = deliver(tunnel, incoming, bytes) => delivered,
-                    _ = ended.changed() => return "shut down".to_owned(),
-                };
-                if let Err(reason) = delivered {
-                    return reason;
-                }
+            Some(Ok(WsMessage::Binary(bytes))) => bytes,
+            Some(Ok(WsMessage::Text(text))) => Bytes::from(text),
+            // Pings are answered by tungstenite.
+            Some(Ok(_)) => {
+                last_heard = Instant::now();
+                continue;
             }
-            Some(Ok(WsMessage::Text(text))) => {
-                let bytes = Bytes::from(text);
-                let delivered = tokio::select! {
-                    delivered = deliver(tunnel, incoming, bytes) => delivered,
-                    _ = ended.changed() => return "shut down".to_owned(),
-                };
-                if let Err(reason) = delivered {
-                    return reason;
-                }
-            }
-            // Pings are answered by tungstenite; text frames are not part of the protocol.
-            Some(Ok(_)) => {}
+        };
+        let delivered = tokio::select! {
+            delivered = deliver(tunnel, incoming, bytes) => delivered,
+            _ = ended.changed() => return "shut down".to_owned(),
+        };
+        if let Err(reason) = delivered {
+            return reason;
         }
+        // Time spent waiting on a slow session is not the peer's silence.
+        last_heard = Instant::now();
     }
 }
 
+/// Writes until the tunnel ends; the reason it stopped.
 async fn write_loop<S>(
     mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, WsMessage>,
     tunnel: Tunnel,
     framing: Framing,
     mut outbound: mpsc::Receiver<TunnelMessage>,
-    last_heard: Arc<Mutex<Instant>>,
-) where
+) -> String
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
     let mut ended = tunnel.inner.ended.subscribe();
     let reason = loop {
-        tokio::select! {
-            message = outbound.recv() => {
-                let Some(message) = message else { break "tunnel dropped".to_owned() };
-                if let Err(err) = sink.send(framing.frame(&message)).await {
-                    break format!("tunnel write: {err}");
-                }
-            }
-            _ = ping.tick() => {
-                let silent = last_heard.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
-                if silent > IDLE_LIMIT {
-                    break format!("nothing heard from the peer for {}s", silent.as_secs());
-                }
-                if let Err(err) = sink.send(WsMessage::Ping(Bytes::new())).await {
-                    break format!("tunnel write: {err}");
-                }
-            }
-            _ = ended.changed() => {
-                let _ = sink.close().await;
-                return;
+        let frame = tokio::select! {
+            message = outbound.recv() => match message {
+                Some(message) => framing.frame(&message),
+                None => break "tunnel dropped".to_owned(),
+            },
+            _ = ping.tick() => WsMessage::Ping(Bytes::new()),
+            _ = ended.changed() => break "shut down".to_owned(),
+        };
+        match tokio::time::timeout(WRITE_LIMIT, sink.send(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => break format!("tunnel write: {err}"),
+            Err(_) => {
+                break format!("a tunnel write took over {}s", WRITE_LIMIT.as_secs());
             }
         }
     };
-    let _ = sink.close().await;
-    tracing::debug!(reason, "stream tunnel ended");
-    tunnel.end(reason);
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    reason
 }
 
 /// Hands one received message to its session. An error ends the tunnel.
@@ -417,10 +458,10 @@ async fn deliver(
     let id = message.connect_id;
     match message.kind {
         kind if kind.opens_session() => {
-            if tunnel.inner.side == Side::Cloud || tunnel.sessions().contains_key(&id) {
+            let known = tunnel.sessions().open.contains_key(&id);
+            if tunnel.inner.side == Side::Cloud || known {
                 tracing::debug!(id, ?kind, "unexpected session request refused");
-                let end = TunnelMessage::new(id, MessageType::RemoveConnect, Bytes::new());
-                let _ = tunnel.inner.outbound.try_send(end);
+                tunnel.send_end(id, Bytes::new());
                 return Ok(());
             }
             let Ok(session) = tunnel.register(id) else {
@@ -437,11 +478,19 @@ async fn deliver(
                 .map_err(|_| "nobody takes sessions".to_owned())
         }
         MessageType::Data => {
-            let target = tunnel.sessions().get(&id).map(|slot| slot.data.clone());
-            if let Some(target) = target {
-                // Waits when the session's reader is slow: back-pressure onto the peer, at the
-                // cost of the other sessions on this tunnel meanwhile.
-                let _ = target.send(message.data).await;
+            let target = tunnel
+                .sessions()
+                .open
+                .get(&id)
+                .map(|slot| slot.data.clone());
+            if let Some(target) = target
+                && let Err(mpsc::error::SendTimeoutError::Timeout(_)) =
+                    target.send_timeout(message.data, SLOW_READER_LIMIT).await
+            {
+                tracing::debug!(id, "session ended: its reader stopped reading");
+                if tunnel.sessions().open.remove(&id).is_some() {
+                    tunnel.send_end(id, Bytes::from_static(b"the reader stopped reading"));
+                }
             }
             Ok(())
         }
@@ -449,8 +498,16 @@ async fn deliver(
             "the cloud closed the tunnel: {}",
             String::from_utf8_lossy(&message.data)
         )),
+        MessageType::Other(code) => {
+            tracing::debug!(id, code, "tunnel message of an unknown type refused");
+            if !tunnel.sessions().open.contains_key(&id) {
+                tunnel.send_end(id, Bytes::new());
+            }
+            Ok(())
+        }
         _ => {
-            if let Some(slot) = tunnel.sessions().remove(&id)
+            let slot = tunnel.sessions().open.remove(&id);
+            if let Some(slot) = slot
                 && !message.data.is_empty()
             {
                 let _ = slot
@@ -465,10 +522,17 @@ async fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::textframes::TextAsBinary;
     use tokio_tungstenite::tungstenite::protocol::Role;
 
+    /// A cloud end writing binary frames and an edge end writing Go's text frames, each reading
+    /// through the text-frame shim as a real tunnel does.
     async fn pair() -> (Tunnel, Tunnel, mpsc::Receiver<Incoming>) {
         let (a, b) = tokio::io::duplex(64 * 1024);
+        let (a, on_a) = TextAsBinary::new(a);
+        let (b, on_b) = TextAsBinary::new(b);
+        on_a.store(true, std::sync::atomic::Ordering::Relaxed);
+        on_b.store(true, std::sync::atomic::Ordering::Relaxed);
         let cloud = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
         let edge = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
         let (cloud, _) = Tunnel::spawn(cloud, Side::Cloud, Framing::Binary);
@@ -480,21 +544,25 @@ mod tests {
     async fn sessions_carry_data_both_ways_and_end_on_drop() {
         let (cloud, _edge, mut incoming) = pair().await;
         let mut first = cloud
-            .open(MessageType::LogsConnect, Bytes::from_static(b"{}"))
+            .open_with(MessageType::LogsConnect, |_| Bytes::from_static(b"{}"))
             .await
             .unwrap();
         let mut second = cloud
-            .open(MessageType::ExecConnect, Bytes::from_static(b"{\"x\":1}"))
+            .open_with(MessageType::ExecConnect, |_| {
+                Bytes::from_static(b"{\"x\":1}")
+            })
             .await
             .unwrap();
         let a = incoming.recv().await.unwrap();
         let mut b = incoming.recv().await.unwrap();
         assert_eq!(a.kind, MessageType::LogsConnect);
         assert_eq!(&b.request[..], b"{\"x\":1}");
-        let big = vec![7u8; CHUNK_BYTES * 2 + 5];
+        // Not UTF-8, in Go's text frames: the shim lets it through untouched.
+        let big: Vec<u8> = (0..CHUNK_BYTES * 2 + 5)
+            .map(|i| (i % 251) as u8 | 0x80)
+            .collect();
         b.session.send(&big).await.unwrap();
         a.session.send(b"for first").await.unwrap();
-        // The edge writes Go's text frames here: valid UTF-8 ones arrive.
         assert_eq!(&first.recv().await.unwrap()[..], b"for first");
         let mut got = Vec::new();
         while got.len() < big.len() {
@@ -512,7 +580,7 @@ mod tests {
         assert_eq!(b.session.recv().await, None);
         // A refusal reaches the cloud with its reason.
         let mut third = cloud
-            .open(MessageType::LogsConnect, Bytes::new())
+            .open_with(MessageType::LogsConnect, |_| Bytes::new())
             .await
             .unwrap();
         incoming
@@ -529,17 +597,17 @@ mod tests {
     async fn a_broken_tunnel_ends_every_session() {
         let (cloud, edge, mut incoming) = pair().await;
         let mut session = cloud
-            .open(MessageType::LogsConnect, Bytes::new())
+            .open_with(MessageType::LogsConnect, |_| Bytes::new())
             .await
             .unwrap();
         let mut remote = incoming.recv().await.unwrap().session;
         edge.shutdown("test");
         assert_eq!(remote.recv().await, None);
         assert_eq!(session.recv().await, None);
-        assert!(!cloud.ended().await.is_empty());
+        assert_eq!(cloud.ended().await, "the peer closed the tunnel");
         assert!(
             cloud
-                .open(MessageType::LogsConnect, Bytes::new())
+                .open_with(MessageType::LogsConnect, |_| Bytes::new())
                 .await
                 .is_err()
         );
@@ -551,9 +619,61 @@ mod tests {
         let cloud = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
         let mut raw = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
         let (cloud, _) = Tunnel::spawn(cloud, Side::Cloud, Framing::Binary);
-        raw.send(WsMessage::Binary(Bytes::from_static(&[1, 99])))
+        raw.send(WsMessage::Binary(Bytes::from_static(&[1, 0x80])))
             .await
             .unwrap();
-        assert!(cloud.ended().await.contains("unknown tunnel message type"));
+        assert!(cloud.ended().await.contains("bad tunnel message"));
+    }
+
+    #[tokio::test]
+    async fn the_request_carries_the_connect_id_and_unknown_types_are_refused_alone() {
+        let (cloud, edge, mut incoming) = pair().await;
+        let session = cloud
+            .open_with(MessageType::LogsConnect, |id| Bytes::from(id.to_string()))
+            .await
+            .unwrap();
+        let got = incoming.recv().await.unwrap();
+        assert_eq!(got.request, session.id().to_string());
+        // A newer cloud's session type: refused, the tunnel lives on.
+        let mut odd = cloud
+            .open_with(MessageType::Other(7), |_| Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(odd.recv().await, None);
+        assert!(!edge.is_ended() && !cloud.is_ended());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_that_stops_reading_loses_its_session_not_the_tunnel() {
+        let (cloud, _edge, mut incoming) = pair().await;
+        let mut stuck = cloud
+            .open_with(MessageType::LogsConnect, |_| Bytes::new())
+            .await
+            .unwrap();
+        let mut healthy = cloud
+            .open_with(MessageType::LogsConnect, |_| Bytes::new())
+            .await
+            .unwrap();
+        let flood = incoming.recv().await.unwrap().session;
+        let other = incoming.recv().await.unwrap().session;
+        // More than the session buffers; nobody reads `stuck`.
+        let sender = flood.sender();
+        let flooding = tokio::spawn(async move {
+            for _ in 0..SESSION_BUFFER * 2 {
+                if sender.send(b"data").await.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::time::sleep(SLOW_READER_LIMIT + IDLE_LIMIT).await;
+        other.send(b"still here").await.unwrap();
+        assert_eq!(&healthy.recv().await.unwrap()[..], b"still here");
+        let _ = flooding.await;
+        let mut received = 0;
+        while stuck.recv().await.is_some() {
+            received += 1;
+        }
+        assert_eq!(received, SESSION_BUFFER, "what was buffered, then the end");
+        assert!(!cloud.is_ended());
     }
 }

@@ -32,6 +32,18 @@ pub struct Cloud {
     ws_port: String,
     https_port: String,
     tunnel_port: String,
+    stream_port: String,
+}
+
+/// `cloudStream.<key>` of a cloudcore config.
+fn cloud_stream_port(config: &str, key: &str) -> String {
+    config
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("cloudStream:"))
+        .find_map(|l| l.trim_start().strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("cloudStream.{key}"))
+        .trim()
+        .to_owned()
 }
 
 impl Cloud {
@@ -52,13 +64,8 @@ impl Cloud {
             daemon: None,
             config,
             ws_port: port_of(&text, "websocket"),
-            tunnel_port: text
-                .lines()
-                .skip_while(|l| !l.trim_start().starts_with("cloudStream:"))
-                .find_map(|l| l.trim_start().strip_prefix("tunnelPort:"))
-                .expect("cloudStream.tunnelPort")
-                .trim()
-                .to_owned(),
+            tunnel_port: cloud_stream_port(&text, "tunnelPort"),
+            stream_port: cloud_stream_port(&text, "streamPort"),
             https_port: port_of(&text, "https"),
         };
         cloud.restart();
@@ -81,6 +88,11 @@ impl Cloud {
         let log = daemon.log();
         assert!(status.success(), "cloudcore exit {status}:\n{log}");
         log
+    }
+
+    /// cloudstream's kubelet API port (served when the stream CA exists).
+    pub fn stream_port(&self) -> &str {
+        &self.stream_port
     }
 
     pub fn token(&self) -> String {
