@@ -59,6 +59,7 @@ fn main() -> ExitCode {
         let mut runtime = BusRuntime::new();
         // cloudhub's edge-facing TLS, for cloudstream's tunnel (same certificate, same trust).
         let mut edge_tls = None;
+        let mut ca = None;
         let enabled = config.enabled_modules();
         for module in &enabled {
             match *module {
@@ -77,6 +78,7 @@ fn main() -> ExitCode {
                     hub.metrics()
                         .add_exporter(Box::new(move |out: &mut String| stats.render(out)));
                     edge_tls = hub.edge_tls_config();
+                    ca = Some(hub.ca());
                     runtime.register(hub)?;
                 }
                 ke_edgecontroller::MODULE_NAME => {
@@ -129,8 +131,10 @@ fn main() -> ExitCode {
                     } else {
                         (&hub.tls_cert_file, &hub.tls_private_key_file)
                     };
+                    let ca = ca.clone().context("cloudStream needs cloudHub's CA")?;
                     let stream_server = ke_cloudstream::stream_server_tls(
                         Path::new(&stream.tls_stream_ca_file),
+                        ca.ca_der(),
                         Path::new(cert),
                         Path::new(key),
                     )?;
@@ -143,11 +147,24 @@ fn main() -> ExitCode {
                     }
                     let stream_port =
                         u16::try_from(stream.stream_port).context("cloudStream.streamPort")?;
+                    // Other cloudcores find this one's tunnels through the Nodes.
+                    let peers = match (&stream_server, hub.advertise_address.first()) {
+                        (Some(_), Some(address)) => Some(ke_cloudstream::Peers::new(
+                            format!("{address}:{stream_port}"),
+                            client.clone(),
+                            &ca,
+                        )?),
+                        _ => None,
+                    };
+                    if let Some(peers) = &peers {
+                        tunnels.set_peers(peers.clone());
+                    }
                     let module = ke_cloudstream::CloudStream::bind(
                         std::net::SocketAddr::new(ip, port),
                         tls,
                         stream_server.map(|tls| (std::net::SocketAddr::new(ip, stream_port), tls)),
                         tunnels.clone(),
+                        peers.clone(),
                     )
                     .await
                     .context("start cloudstream")?;

@@ -510,12 +510,65 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
         );
     }
     // And back: they work again.
-    let _edge = start_edge(&config);
+    let mut edge = start_edge(&config);
     let out = eventually("logs after the edge returned", WAIT, || {
         let out = cloud.kubectl(&["exec", "talker", "-c", "app", "--", "echo", "back"]);
         out.status.success().then_some(out)
     });
     assert_eq!(text(&out.stdout), "back\n");
+
+    // A second cloudcore holds the node's tunnel: a CONNECT reaching the first is forwarded.
+    let replica_dir = dir.path().join("replica");
+    std::fs::create_dir_all(replica_dir.join("etc/kubeedge/ca")).unwrap();
+    std::fs::copy(
+        dir.path().join("etc/kubeedge/ca/streamCA.crt"),
+        replica_dir.join("etc/kubeedge/ca/streamCA.crt"),
+    )
+    .unwrap();
+    let replica = Cloud::start_replica(&replica_dir, &cloud);
+    assert!(edge.stop_with(Signal::SIGTERM, WAIT).success());
+    let moved = std::fs::read_to_string(&config).unwrap().replace(
+        &format!(
+            "127.0.0.1:{}\n",
+            cloud.tunnel_server().rsplit(':').next().unwrap()
+        ),
+        &format!("{}\n", replica.tunnel_server()),
+    );
+    assert_ne!(moved, std::fs::read_to_string(&config).unwrap());
+    std::fs::write(&config, moved).unwrap();
+    let _edge = start_edge(&config);
+    let logs = eventually("logs through the replica", WAIT, || {
+        let out = curl_kubelet(&cloud, &apiserver, true, logs_path);
+        let logs = text(&out.stdout);
+        (logs.lines().count() == 2 && logs.lines().all(|l| l.starts_with("line "))).then_some(logs)
+    });
+    assert!(logs.starts_with("line "), "{logs}");
+    // kubectl through the first cloudcore's API server: forwarded to the holder too.
+    let out = cloud.kubectl(&["logs", "talker", "-c", "app", "--tail=2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        2,
+        "{}",
+        text(&out.stdout)
+    );
+    let out = cloud.kubectl(&[
+        "exec",
+        "talker",
+        "-c",
+        "app",
+        "--",
+        "sh",
+        "-c",
+        "echo via-replica; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "via-replica\n");
+    let node = cloud.get(&["node", NODE]).unwrap();
+    assert_eq!(
+        node["metadata"]["annotations"]["cloudstream.kubeedge.io/server"],
+        format!("127.0.0.1:{}", replica.stream_port())
+    );
 }
 
 /// An edge's certificate opens a tunnel only for its own node.

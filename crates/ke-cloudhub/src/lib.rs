@@ -238,6 +238,11 @@ impl CloudHub {
             .map(|(_, acceptor)| Arc::clone(acceptor.config()))
     }
 
+    /// The CA (shared by every cloudcore of the cluster).
+    pub fn ca(&self) -> Arc<CertificateAuthority> {
+        Arc::clone(&self.ca)
+    }
+
     /// A join token for `keadm join` / `edgeHub.token`, valid for twice the refresh duration.
     pub fn issue_join_token(&self) -> String {
         ke_pki::token::issue_token(&self.ca, SystemTime::now(), 2 * self.settings.token_refresh)

@@ -11,7 +11,10 @@
 //!   kube-apiserver (HTTP CONNECT through its egress selector, or direct), served when the
 //!   stream CA (`tlsStreamCAFile`) — the CA of kube-apiserver's kubelet client certificate —
 //!   exists.
+//! * [`peers`]: with several cloudcores, the one holding a node's tunnel says so on the Node;
+//!   the others forward that node's `CONNECT`s to it.
 
+pub mod peers;
 pub mod pods;
 mod registry;
 mod stream_server;
@@ -26,6 +29,7 @@ use ke_bus::{BoxFuture, Module, ModuleContext};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+pub use peers::Peers;
 pub use registry::Tunnels;
 
 pub const MODULE_NAME: &str = "cloudStream";
@@ -36,17 +40,19 @@ pub struct CloudStream {
     tunnel: Option<(TcpListener, TlsAcceptor)>,
     stream: Option<(TcpListener, TlsAcceptor)>,
     tunnels: Tunnels,
+    peers: Option<Peers>,
 }
 
 impl CloudStream {
     /// Binds the tunnel listener on `tunnel_addr` with `edge_tls` (cloudhub's edge-facing mTLS
     /// config) and, when given, the stream server; tunnels are recorded in `tunnels` (shared
-    /// with the API server's pod streams).
+    /// with the API server's pod streams) and, with `peers`, announced to the other cloudcores.
     pub async fn bind(
         tunnel_addr: SocketAddr,
         edge_tls: Arc<rustls::ServerConfig>,
         stream: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
         tunnels: Tunnels,
+        peers: Option<Peers>,
     ) -> anyhow::Result<CloudStream> {
         let tunnel = Some((
             bind(tunnel_addr, "stream tunnel").await?,
@@ -60,6 +66,7 @@ impl CloudStream {
             tunnel,
             stream,
             tunnels,
+            peers,
         })
     }
 }
@@ -72,11 +79,13 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     Ok(listener)
 }
 
-/// The stream server's TLS: clients verified against the stream CA (`ca_file`), serving
-/// `cert_file`/`key_file`. `None` when the stream CA does not exist: nothing outside this
-/// process needs the kubelet API then (the embedded API server calls the tunnels directly).
+/// The stream server's TLS: clients verified against the stream CA (`ca_file`) or, for the
+/// other cloudcores, our CA (`kubeedge_ca_der`), serving `cert_file`/`key_file`. `None` when the
+/// stream CA does not exist: nothing outside this process needs the kubelet API then (the
+/// embedded API server calls the tunnels directly).
 pub fn stream_server_tls(
     ca_file: &Path,
+    kubeedge_ca_der: &[u8],
     cert_file: &Path,
     key_file: &Path,
 ) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
@@ -87,7 +96,7 @@ pub fn stream_server_tls(
         .with_context(|| format!("tlsStreamCAFile {}", ca_file.display()))?;
     let (cert, key) = ke_pki::persist::read_edge_cert_and_key(cert_file, key_file)
         .with_context(|| format!("stream server certificate {}", cert_file.display()))?;
-    let config = ke_pki::tls::server_config_mtls(&ca, &cert, key.key())?;
+    let config = ke_pki::tls::server_config_mtls_any_of(&[&ca, kubeedge_ca_der], &cert, key.key())?;
     Ok(Some(Arc::new(config)))
 }
 
@@ -111,10 +120,18 @@ impl Module for CloudStream {
                     listener,
                     tls,
                     self.tunnels.clone(),
+                    self.peers.clone(),
                     shutdown.clone(),
                 ))
             });
-            tunnel_server::serve(listener, tls, self.tunnels.clone(), shutdown).await;
+            tunnel_server::serve(
+                listener,
+                tls,
+                self.tunnels.clone(),
+                self.peers.clone(),
+                shutdown,
+            )
+            .await;
             if let Some(stream) = stream {
                 let _ = stream.await;
             }

@@ -30,6 +30,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::Tunnels;
+use crate::peers::{ForwardedRequest, Holder};
 
 /// How long the edge may take to answer an upgrade (it asks the runtime first).
 const UPGRADE_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -98,15 +99,7 @@ async fn serve(
             "pods/{subresource} needs an upgrade (SPDY) request"
         )));
     }
-    let tunnel = tunnels.get(&node).ok_or_else(|| {
-        ApiError::new(
-            503,
-            "ServiceUnavailable",
-            format!(
-                "node {node:?} is not connected to cloudcore (no stream tunnel): cannot reach pod {namespace}/{name}"
-            ),
-        )
-    })?;
+    let tunnel = tunnels.get(&node);
     let kubelet = KubeletRequest {
         kind,
         namespace: namespace.clone(),
@@ -132,6 +125,31 @@ async fn serve(
         header: go_header(request.headers()),
         path: kubelet.path(),
         raw_query: forwarded,
+    };
+    let Some(tunnel) = tunnel else {
+        // Another cloudcore may hold it.
+        if let Some(peers) = tunnels.peers()
+            && let Holder::Peer(holder) = peers.holder(&node).await
+        {
+            let path_and_query = match connect.raw_query.as_str() {
+                "" => connect.path.clone(),
+                query => format!("{}?{query}", connect.path),
+            };
+            let forwarded = ForwardedRequest {
+                method: request.method().as_str().to_owned(),
+                path_and_query,
+                header: connect.header.clone(),
+                upgrade: upgrade.then(|| hyper::upgrade::on(&mut request)),
+            };
+            return peers.forward_request(&holder, &node, forwarded).await;
+        }
+        return Err(ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!(
+                "node {node:?} is not connected to cloudcore (no stream tunnel): cannot reach pod {namespace}/{name}"
+            ),
+        ));
     };
     if upgrade {
         let on_upgrade = hyper::upgrade::on(&mut request);

@@ -1,14 +1,19 @@
 //! Which node's tunnel is where: one tunnel per node, a newer one replacing the older.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ke_stream::Tunnel;
+
+use crate::Peers;
 
 /// The connected edges' tunnels; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Tunnels {
     by_node: Arc<Mutex<HashMap<String, Entry>>>,
+    /// The other cloudcores, once known (they need the API client and the CA, which come after
+    /// the embedded API server that already holds this registry).
+    peers: Arc<OnceLock<Peers>>,
 }
 
 #[derive(Clone)]
@@ -21,6 +26,15 @@ struct Entry {
 impl Tunnels {
     pub fn new() -> Tunnels {
         Tunnels::default()
+    }
+
+    /// Tells the registry about the other cloudcores (once; later calls are ignored).
+    pub fn set_peers(&self, peers: Peers) {
+        let _ = self.peers.set(peers);
+    }
+
+    pub(crate) fn peers(&self) -> Option<&Peers> {
+        self.peers.get()
     }
 
     /// The node's live tunnel.

@@ -28,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::Tunnels;
+use crate::peers::{HEADER_FORWARDED, Holder, Peers};
 
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -36,6 +37,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     tls: TlsAcceptor,
     tunnels: Tunnels,
+    peers: Option<Peers>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -52,15 +54,21 @@ pub(crate) async fn serve(
         };
         let tls = tls.clone();
         let tunnels = tunnels.clone();
+        let peers = peers.clone();
         tokio::spawn(async move {
-            if let Err(reason) = connection(tcp, &tls, &tunnels).await {
+            if let Err(reason) = connection(tcp, &tls, &tunnels, peers.as_ref()).await {
                 tracing::debug!(%peer, reason, "stream server connection ended");
             }
         });
     }
 }
 
-async fn connection(tcp: TcpStream, tls: &TlsAcceptor, tunnels: &Tunnels) -> Result<(), String> {
+async fn connection(
+    tcp: TcpStream,
+    tls: &TlsAcceptor,
+    tunnels: &Tunnels,
+    peers: Option<&Peers>,
+) -> Result<(), String> {
     let _ = tcp.set_nodelay(true);
     let stream = tokio::time::timeout(HEAD_TIMEOUT, tls.accept(tcp))
         .await
@@ -70,13 +78,14 @@ async fn connection(tcp: TcpStream, tls: &TlsAcceptor, tunnels: &Tunnels) -> Res
     let mut stream = stream;
     let (head, rest) = read_head(&mut stream).await?;
     if head.method == "CONNECT" {
-        return proxy(stream, head, rest, tls, tunnels).await;
+        return proxy(stream, head, rest, tls, tunnels, peers).await;
     }
     let node = host_name(&head.host).to_owned();
     serve_request(stream, head, rest, tunnels, &node).await
 }
 
-/// Only API servers open streams: an edge node's certificate is refused.
+/// Only API servers (and other cloudcores) open streams: an edge node's certificate is
+/// refused.
 fn authorize(certificates: Option<&[rustls::pki_types::CertificateDer<'_>]>) -> Result<(), String> {
     let name = ke_pki::tls::peer_common_name(certificates).map_err(|e| e.to_string())?;
     if name.starts_with("system:node:") {
@@ -85,13 +94,16 @@ fn authorize(certificates: Option<&[rustls::pki_types::CertificateDer<'_>]>) -> 
     Ok(())
 }
 
-/// `CONNECT <host>:<port>`: an edge node's kubelet is served here; anything else is forwarded.
+/// `CONNECT <host>:<port>`: an edge node whose tunnel is here is served here; one whose tunnel
+/// another cloudcore holds goes to that one; any other destination (a cloud node) is forwarded
+/// as TCP.
 async fn proxy<S>(
     mut client: S,
     head: Head,
     rest: Vec<u8>,
     tls: &TlsAcceptor,
     tunnels: &Tunnels,
+    peers: Option<&Peers>,
 ) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -111,6 +123,20 @@ where
             .map_err(|e| format!("inner TLS handshake: {e}"))?;
         let (head, rest) = read_head(&mut inner).await?;
         return serve_request(inner, head, rest, tunnels, &node).await;
+    }
+    if head.headers.contains_key(HEADER_FORWARDED) {
+        let message = format!("node {host:?} has no stream tunnel here");
+        return respond(&mut client, 503, &message).await;
+    }
+    if let Some(peers) = peers {
+        match peers.holder(&host).await {
+            Holder::Peer(holder) => return peers.forward(client, &target, &rest, &holder).await,
+            Holder::Nobody => {
+                let message = format!("node {host:?} is not connected (no stream tunnel)");
+                return respond(&mut client, 503, &message).await;
+            }
+            Holder::NoSuchNode => {}
+        }
     }
     let mut upstream = match TcpStream::connect(&target).await {
         Ok(upstream) => upstream,
@@ -271,7 +297,9 @@ async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(Head, Vec<u8
                     if header.name.eq_ignore_ascii_case("host") {
                         host = value.clone();
                     }
-                    if ke_stream::request::forwarded(header.name) {
+                    if ke_stream::request::forwarded(header.name)
+                        || header.name.eq_ignore_ascii_case(HEADER_FORWARDED)
+                    {
                         map.entry(crate::pods::canonical(header.name))
                             .or_default()
                             .push(value);

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::Tunnels;
+use crate::{Peers, Tunnels};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Larger than any message we or upstream send (upstream truncates at 1 MiB).
@@ -29,6 +29,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     tls: TlsAcceptor,
     tunnels: Tunnels,
+    peers: Option<Peers>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -46,12 +47,16 @@ pub(crate) async fn serve(
         let tls = tls.clone();
         let tunnels = tunnels.clone();
         let shutdown = shutdown.clone();
+        let peers = peers.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, admit(tcp, tls)).await {
                 Ok(Ok((node, internal_ip, tunnel))) => {
                     let internal_ip = internal_ip.unwrap_or_else(|| peer.ip().to_string());
                     tracing::info!(node, %peer, internal_ip, "stream tunnel connected");
                     tunnels.insert(&node, &internal_ip, tunnel.clone());
+                    if let Some(peers) = &peers {
+                        peers.announce(&node).await;
+                    }
                     let reason = tokio::select! {
                         reason = tunnel.ended() => reason,
                         () = shutdown.cancelled() => {

@@ -49,10 +49,16 @@ const VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 fn roots(ca_der: &[u8]) -> Result<Arc<RootCertStore>, TlsConfigError> {
+    roots_of(&[ca_der])
+}
+
+fn roots_of(cas: &[&[u8]]) -> Result<Arc<RootCertStore>, TlsConfigError> {
     let mut store = RootCertStore::empty();
-    store
-        .add(CertificateDer::from(ca_der.to_vec()))
-        .map_err(|e| TlsConfigError::BadCaCertificate(e.to_string()))?;
+    for ca_der in cas {
+        store
+            .add(CertificateDer::from(ca_der.to_vec()))
+            .map_err(|e| TlsConfigError::BadCaCertificate(e.to_string()))?;
+    }
     Ok(Arc::new(store))
 }
 
@@ -62,8 +68,28 @@ fn server_config(
     key: &EcKeyPair,
     require_client_cert: bool,
 ) -> Result<ServerConfig, TlsConfigError> {
+    server_config_trusting(&[ca_der], cert_der, key, require_client_cert)
+}
+
+/// cloudstream's stream server: clients from any of `client_cas` (the cluster CA that signed
+/// kube-apiserver's kubelet client certificate, and ours for the other cloudcores).
+pub fn server_config_mtls_any_of(
+    client_cas: &[&[u8]],
+    server_cert_der: &[u8],
+    server_key: &EcKeyPair,
+) -> Result<ServerConfig, TlsConfigError> {
+    server_config_trusting(client_cas, server_cert_der, server_key, true)
+}
+
+fn server_config_trusting(
+    client_cas: &[&[u8]],
+    cert_der: &[u8],
+    key: &EcKeyPair,
+    require_client_cert: bool,
+) -> Result<ServerConfig, TlsConfigError> {
     let provider = crypto_provider();
-    let mut builder = WebPkiClientVerifier::builder_with_provider(roots(ca_der)?, provider.clone());
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(roots_of(client_cas)?, provider.clone());
     if !require_client_cert {
         builder = builder.allow_unauthenticated();
     }

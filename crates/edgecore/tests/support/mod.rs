@@ -72,6 +72,44 @@ impl Cloud {
         cloud
     }
 
+    /// A second cloudcore for the cluster `primary` runs: a client of its API server (the PKI
+    /// comes from the cluster's Secrets), with cloudhub and cloudstream, in `dir`.
+    pub fn start_replica(dir: &Path, primary: &Cloud) -> Cloud {
+        let text = sandboxed(&default_config(&sibling_binary("cloudcore")), dir);
+        let text = set(&text, &["advertiseAddress"], "[127.0.0.1]");
+        let kubeconfig = primary
+            .dir
+            .join("var/lib/kubeedge/controlplane/admin.kubeconfig");
+        let mut text = set(
+            &text,
+            &["kubeAPIConfig", "kubeConfig"],
+            &kubeconfig.display().to_string(),
+        );
+        text = set(&text, &["cloudStream", "enable"], "true");
+        // The primary's controllers serve the cluster; this one is here for its edges' links.
+        for module in ["edgeController", "deviceController", "syncController"] {
+            text = set(&text, &[module, "enable"], "false");
+        }
+        let config = dir.join("cloudcore.yaml");
+        std::fs::write(&config, &text).unwrap();
+        let mut cloud = Cloud {
+            dir: primary.dir.clone(),
+            daemon: None,
+            config,
+            ws_port: port_of(&text, "websocket"),
+            https_port: port_of(&text, "https"),
+            tunnel_port: cloud_stream_port(&text, "tunnelPort"),
+            stream_port: cloud_stream_port(&text, "streamPort"),
+        };
+        cloud.restart();
+        cloud
+    }
+
+    /// `host:port` of cloudstream's tunnel listener.
+    pub fn tunnel_server(&self) -> String {
+        format!("127.0.0.1:{}", self.tunnel_port)
+    }
+
     pub fn restart(&mut self) {
         let mut daemon = Daemon::start(
             &sibling_binary("cloudcore"),

@@ -1,0 +1,249 @@
+//! Several cloudcores: a stream request must be served by the one holding the node's tunnel,
+//! whichever one kube-apiserver's request reached.
+//!
+//! The holder announces itself on the Node (annotation [`HOLDER_ANNOTATION`] = its stream
+//! server's `host:port`) when the tunnel connects. A cloudcore that receives a `CONNECT` for a
+//! node it does not hold looks the annotation up and forwards the `CONNECT` there, as a peer
+//! (a client certificate from the cluster's KubeEdge CA, CN [`PEER_COMMON_NAME`]), marked so it
+//! is never forwarded twice; then it relays bytes, and kube-apiserver's TLS session with "the
+//! kubelet" runs end to end with the holder.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use axum::body::Body;
+use axum::response::Response;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Node;
+use ke_apiserver::ApiError;
+use kube::api::{Api, Patch, PatchParams};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+pub const HOLDER_ANNOTATION: &str = "cloudstream.kubeedge.io/server";
+/// The CN of the certificate cloudcores present to each other.
+pub const PEER_COMMON_NAME: &str = "kubeedge:cloudstream";
+/// Marks a forwarded `CONNECT`: the receiver serves it or refuses it, never forwards it.
+pub const HEADER_FORWARDED: &str = "X-Kubeedge-Rs-Forwarded";
+/// How long the peer certificate lasts; issued again at every start.
+const PEER_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A pod stream request to pass to another cloudcore ([`Peers::forward_request`]).
+pub(crate) struct ForwardedRequest {
+    pub method: String,
+    /// The kubelet path and query.
+    pub path_and_query: String,
+    pub header: std::collections::BTreeMap<String, Vec<String>>,
+    /// The caller's connection, for an upgrade.
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// The answer of [`Peers::holder`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// Another cloudcore, at this stream server address.
+    Peer(String),
+    /// A node, but no other cloudcore claims its tunnel (we did, or nobody has).
+    Nobody,
+    /// Not a node of the cluster (a name kube-apiserver would not send us for an edge).
+    NoSuchNode,
+}
+
+/// This cloudcore among its peers.
+#[derive(Clone)]
+pub struct Peers {
+    /// Our stream server, as the others reach it (`host:port`).
+    me: String,
+    nodes: Api<Node>,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Peers {
+    /// `me` is this cloudcore's stream server address for the others; the peer certificate is
+    /// issued from `ca`, which every cloudcore of the cluster shares.
+    pub fn new(
+        me: String,
+        client: kube::Client,
+        ca: &ke_pki::CertificateAuthority,
+    ) -> anyhow::Result<Peers> {
+        let (cert, key) = ca
+            .issue_user_client_cert(PEER_COMMON_NAME, &[], PEER_CERT_VALIDITY, SystemTime::now())
+            .context("issue the cloudstream peer certificate")?;
+        let tls = ke_pki::tls::client_config_mtls(ca.ca_der(), &cert, &key)?;
+        Ok(Peers {
+            me,
+            nodes: Api::all(client),
+            tls: Arc::new(tls),
+        })
+    }
+
+    /// Records on the Node that its tunnel is here.
+    pub(crate) async fn announce(&self, node: &str) {
+        let patch = serde_json::json!({"metadata": {"annotations": {HOLDER_ANNOTATION: self.me}}});
+        if let Err(err) = self
+            .nodes
+            .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!(node, error = %err, "could not record the stream tunnel's cloudcore");
+        }
+    }
+
+    /// Who holds `node`'s tunnel, as the Node says.
+    pub(crate) async fn holder(&self, node: &str) -> Holder {
+        let Ok(Some(found)) = self.nodes.get_opt(node).await else {
+            return Holder::NoSuchNode;
+        };
+        match found
+            .metadata
+            .annotations
+            .and_then(|a| a.get(HOLDER_ANNOTATION).cloned())
+        {
+            Some(holder) if holder != self.me => Holder::Peer(holder),
+            _ => Holder::Nobody,
+        }
+    }
+
+    /// Forwards `CONNECT target` to `holder` and, once it agrees, relays `client` to it.
+    pub(crate) async fn forward<S>(
+        &self,
+        mut client: S,
+        target: &str,
+        rest: &[u8],
+        holder: &str,
+    ) -> Result<(), String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut peer = tokio::time::timeout(FORWARD_TIMEOUT, self.dial(holder))
+            .await
+            .map_err(|_| format!("cloudcore {holder} did not answer"))??;
+        let head =
+            format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{HEADER_FORWARDED}: 1\r\n\r\n");
+        peer.write_all(head.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        // The answer's head, byte by byte so nothing of the tunnelled stream is read with it.
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"\r\n\r\n") {
+            if answer.len() > 4096 {
+                return Err(format!("cloudcore {holder}: oversized answer"));
+            }
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(FORWARD_TIMEOUT, peer.read(&mut byte))
+                .await
+                .map_err(|_| format!("cloudcore {holder} did not answer"))?;
+            match read {
+                Ok(1) => answer.push(byte[0]),
+                _ => return Err(format!("cloudcore {holder} closed the connection")),
+            }
+        }
+        client.write_all(&answer).await.map_err(|e| e.to_string())?;
+        if !answer.starts_with(b"HTTP/1.1 200") {
+            return Ok(());
+        }
+        peer.write_all(rest).await.map_err(|e| e.to_string())?;
+        tokio::io::copy_bidirectional(&mut client, &mut peer)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Sends an API server's pod stream request, as the kubelet request `path_and_query` for
+    /// `node`, to the cloudcore holding the node's tunnel, and answers with what it answers: a
+    /// log body, an error, or a 101 after which both upgraded connections are joined.
+    pub(crate) async fn forward_request(
+        &self,
+        holder: &str,
+        node: &str,
+        request: ForwardedRequest,
+    ) -> Result<Response, ApiError> {
+        let unavailable = |e: String| ApiError::new(503, "ServiceUnavailable", e);
+        let io = tokio::time::timeout(FORWARD_TIMEOUT, self.dial(holder))
+            .await
+            .map_err(|_| unavailable(format!("cloudcore {holder} did not answer")))?
+            .map_err(unavailable)?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| unavailable(format!("cloudcore {holder}: {e}")))?;
+        tokio::spawn(connection.with_upgrades());
+        let mut outgoing = http::Request::builder()
+            .method(request.method.as_str())
+            .uri(&request.path_and_query)
+            .header(http::header::HOST, format!("{node}:10250"));
+        for (name, values) in &request.header {
+            for value in values {
+                outgoing = outgoing.header(name, value);
+            }
+        }
+        let outgoing = outgoing
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut answer = sender
+            .send_request(outgoing)
+            .await
+            .map_err(|e| unavailable(format!("cloudcore {holder}: {e}")))?;
+        let status = answer.status();
+        if status == http::StatusCode::SWITCHING_PROTOCOLS {
+            let Some(caller) = request.upgrade else {
+                return Err(ApiError::internal("an upgrade answered a plain request"));
+            };
+            let theirs = hyper::upgrade::on(&mut answer);
+            let mut response = Response::builder().status(status);
+            for (name, value) in answer.headers() {
+                response = response.header(name, value);
+            }
+            tokio::spawn(async move {
+                if let (Ok(ours), Ok(theirs)) = tokio::join!(caller, theirs) {
+                    let _ = tokio::io::copy_bidirectional(
+                        &mut TokioIo::new(ours),
+                        &mut TokioIo::new(theirs),
+                    )
+                    .await;
+                }
+            });
+            return response
+                .body(Body::empty())
+                .map_err(|e| ApiError::internal(e.to_string()));
+        }
+        if !status.is_success() {
+            let body = http_body_util::BodyExt::collect(answer.into_body())
+                .await
+                .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_owned())
+                .unwrap_or_default();
+            return Err(match status.as_u16() {
+                400 => ApiError::bad_request(body),
+                404 => ApiError::new(404, "NotFound", body),
+                _ => unavailable(body),
+            });
+        }
+        Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, "text/plain")
+            .body(Body::new(answer.into_body()))
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    async fn dial(
+        &self,
+        holder: &str,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+        let host = holder
+            .rsplit_once(':')
+            .map_or(holder, |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+        let tcp = TcpStream::connect(holder)
+            .await
+            .map_err(|e| format!("cloudcore {holder}: {e}"))?;
+        TlsConnector::from(Arc::clone(&self.tls))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("cloudcore {holder}: TLS: {e}"))
+    }
+}
