@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 pub const HOLDER_ANNOTATION: &str = "cloudstream.kubeedge.io/server";
+const EDGE_ROLE_LABEL: &str = "node-role.kubernetes.io/edge";
 /// The CN of the certificate cloudcores present to each other.
 pub const PEER_COMMON_NAME: &str = "kubeedge:cloudstream";
 /// Marks a forwarded `CONNECT`: the receiver serves it or refuses it, never forwards it.
@@ -47,9 +48,9 @@ pub(crate) struct ForwardedRequest {
 pub(crate) enum Holder {
     /// Another cloudcore, at this stream server address.
     Peer(String),
-    /// A node, but no other cloudcore claims its tunnel (we did, or nobody has).
+    /// An edge node, but no other cloudcore claims its tunnel (we did, or nobody has).
     Nobody,
-    /// Not a node of the cluster (a name kube-apiserver would not send us for an edge).
+    /// Not an edge node of the cluster (a cloud node's kubelet is reached directly).
     NoSuchNode,
 }
 
@@ -98,6 +99,14 @@ impl Peers {
         let Ok(Some(found)) = self.nodes.get_opt(node).await else {
             return Holder::NoSuchNode;
         };
+        let edge = found
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(EDGE_ROLE_LABEL));
+        if !edge {
+            return Holder::NoSuchNode;
+        }
         match found
             .metadata
             .annotations
