@@ -122,21 +122,12 @@ fn main() -> ExitCode {
                     let port =
                         u16::try_from(stream.tunnel_port).context("cloudStream.tunnelPort")?;
                     let hub = &config.modules.cloud_hub;
-                    // Upstream's stream certificate when one was made, else cloudhub's.
-                    let (cert, key) = if Path::new(&stream.tls_stream_cert_file).exists() {
-                        (
-                            &stream.tls_stream_cert_file,
-                            &stream.tls_stream_private_key_file,
-                        )
-                    } else {
-                        (&hub.tls_cert_file, &hub.tls_private_key_file)
-                    };
                     let ca = ca.clone().context("cloudStream needs cloudHub's CA")?;
-                    let stream_server = ke_cloudstream::stream_server_tls(
+                    let stream_server = ke_cloudstream::stream_server(
                         Path::new(&stream.tls_stream_ca_file),
-                        ca.ca_der(),
-                        Path::new(cert),
-                        Path::new(key),
+                        Arc::clone(&ca),
+                        Path::new(&hub.tls_cert_file),
+                        Path::new(&hub.tls_private_key_file),
                     )?;
                     if stream_server.is_none() {
                         tracing::info!(
@@ -162,7 +153,8 @@ fn main() -> ExitCode {
                     let module = ke_cloudstream::CloudStream::bind(
                         std::net::SocketAddr::new(ip, port),
                         tls,
-                        stream_server.map(|tls| (std::net::SocketAddr::new(ip, stream_port), tls)),
+                        stream_server
+                            .map(|server| (std::net::SocketAddr::new(ip, stream_port), server)),
                         tunnels.clone(),
                         peers.clone(),
                     )

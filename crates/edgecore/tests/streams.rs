@@ -453,6 +453,21 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
         "{}",
         text(&out.stdout)
     );
+    // It is no open proxy: a CONNECT to what is not a node is refused.
+    let ca = cloud
+        .dir
+        .join("etc/kubeedge/ca/rootCA.crt")
+        .display()
+        .to_string();
+    let out = Command::new("curl")
+        .args(["-sS", "-p", "--max-time", "10", "--proxy"])
+        .arg(format!("https://127.0.0.1:{}", cloud.stream_port()))
+        .args(["--proxy-cacert", &ca, "--proxy-cert", &apiserver.0])
+        .args(["--proxy-key", &apiserver.1, "http://192.0.2.1:80/"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("403"), "{}", text(&out.stderr));
     // An edge node's certificate cannot open streams there.
     let edge_certs = (
         edge_dir
@@ -465,7 +480,11 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
             .to_string(),
     );
     let out = curl_kubelet(&cloud, &edge_certs, false, logs_path);
-    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("nodes may not open streams"),
+        "{}",
+        text(&out.stdout)
+    );
     assert!(!text(&out.stdout).contains("line "));
 
     // --previous: the container exits and is restarted.
@@ -498,7 +517,7 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
         let out = cloud.kubectl(args);
         assert!(!out.status.success(), "{args:?}");
         assert!(
-            started.elapsed() < Duration::from_secs(10),
+            started.elapsed() < Duration::from_secs(20),
             "{args:?} took {:?}",
             started.elapsed()
         );
@@ -544,8 +563,10 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
     });
     assert!(logs.starts_with("line "), "{logs}");
     // kubectl through the first cloudcore's API server: forwarded to the holder too.
-    let out = cloud.kubectl(&["logs", "talker", "-c", "app", "--tail=2"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = eventually("kubectl logs through the replica", WAIT, || {
+        let out = cloud.kubectl(&["logs", "talker", "-c", "app", "--tail=2"]);
+        out.status.success().then_some(out)
+    });
     assert_eq!(
         text(&out.stdout).lines().count(),
         2,

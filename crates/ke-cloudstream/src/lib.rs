@@ -31,6 +31,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use peers::Peers;
 pub use registry::Tunnels;
+pub use stream_server::StreamServer;
 
 pub const MODULE_NAME: &str = "cloudStream";
 pub const GROUP_NAME: &str = "cloudstream";
@@ -38,7 +39,7 @@ pub const GROUP_NAME: &str = "cloudstream";
 /// The listeners, bound; register it on the bus to serve.
 pub struct CloudStream {
     tunnel: Option<(TcpListener, TlsAcceptor)>,
-    stream: Option<(TcpListener, TlsAcceptor)>,
+    stream: Option<(TcpListener, Arc<StreamServer>)>,
     tunnels: Tunnels,
     peers: Option<Peers>,
 }
@@ -50,7 +51,7 @@ impl CloudStream {
     pub async fn bind(
         tunnel_addr: SocketAddr,
         edge_tls: Arc<rustls::ServerConfig>,
-        stream: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+        stream: Option<(SocketAddr, StreamServer)>,
         tunnels: Tunnels,
         peers: Option<Peers>,
     ) -> anyhow::Result<CloudStream> {
@@ -59,7 +60,7 @@ impl CloudStream {
             TlsAcceptor::from(edge_tls),
         ));
         let stream = match stream {
-            Some((addr, tls)) => Some((bind(addr, "stream server").await?, TlsAcceptor::from(tls))),
+            Some((addr, server)) => Some((bind(addr, "stream server").await?, Arc::new(server))),
             None => None,
         };
         Ok(CloudStream {
@@ -79,16 +80,17 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     Ok(listener)
 }
 
-/// The stream server's TLS: clients verified against the stream CA (`ca_file`) or, for the
-/// other cloudcores, our CA (`kubeedge_ca_der`), serving `cert_file`/`key_file`. `None` when the
-/// stream CA does not exist: nothing outside this process needs the kubelet API then (the
-/// embedded API server calls the tunnels directly).
-pub fn stream_server_tls(
+/// The stream server: clients verified against the stream CA (`ca_file`) or, for the other
+/// cloudcores, our CA; it serves cloudhub's certificate (`cert_file`/`key_file`, from our CA,
+/// which the peers and kube-apiserver's egress `caBundle` trust — upstream's `tlsStreamCert*`
+/// are not read). `None` when the stream CA does not exist: nothing outside this process needs
+/// the kubelet API then (the embedded API server calls the tunnels directly).
+pub fn stream_server(
     ca_file: &Path,
-    kubeedge_ca_der: &[u8],
+    kubeedge_ca: Arc<ke_pki::CertificateAuthority>,
     cert_file: &Path,
     key_file: &Path,
-) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+) -> anyhow::Result<Option<StreamServer>> {
     if !ca_file.exists() {
         return Ok(None);
     }
@@ -96,8 +98,12 @@ pub fn stream_server_tls(
         .with_context(|| format!("tlsStreamCAFile {}", ca_file.display()))?;
     let (cert, key) = ke_pki::persist::read_edge_cert_and_key(cert_file, key_file)
         .with_context(|| format!("stream server certificate {}", cert_file.display()))?;
-    let config = ke_pki::tls::server_config_mtls_any_of(&[&ca, kubeedge_ca_der], &cert, key.key())?;
-    Ok(Some(Arc::new(config)))
+    let config =
+        ke_pki::tls::server_config_mtls_any_of(&[&ca, kubeedge_ca.ca_der()], &cert, key.key())?;
+    Ok(Some(StreamServer {
+        tls: TlsAcceptor::from(Arc::new(config)),
+        kubeedge_ca,
+    }))
 }
 
 impl Module for CloudStream {
@@ -115,10 +121,10 @@ impl Module for CloudStream {
                 anyhow::bail!("cloudstream's listeners are gone (the module ran before)");
             };
             let shutdown = ctx.cancellation_token();
-            let stream = self.stream.take().map(|(listener, tls)| {
+            let stream = self.stream.take().map(|(listener, server)| {
                 tokio::spawn(stream_server::serve(
                     listener,
-                    tls,
+                    server,
                     self.tunnels.clone(),
                     self.peers.clone(),
                     shutdown.clone(),

@@ -25,6 +25,7 @@ use tokio_rustls::TlsConnector;
 
 pub const HOLDER_ANNOTATION: &str = "cloudstream.kubeedge.io/server";
 const EDGE_ROLE_LABEL: &str = "node-role.kubernetes.io/edge";
+const DEFAULT_KUBELET_PORT: u16 = 10250;
 /// The CN of the certificate cloudcores present to each other.
 pub const PEER_COMMON_NAME: &str = "kubeedge:cloudstream";
 /// Marks a forwarded `CONNECT`: the receiver serves it or refuses it, never forwards it.
@@ -50,8 +51,10 @@ pub(crate) enum Holder {
     Peer(String),
     /// An edge node, but no other cloudcore claims its tunnel (we did, or nobody has).
     Nobody,
-    /// Not an edge node of the cluster (a cloud node's kubelet is reached directly).
-    NoSuchNode,
+    /// A node that is not an edge node: its kubelet is reached directly.
+    CloudNode { kubelet_port: u16 },
+    /// No node of the cluster: the stream server is no general proxy.
+    NotANode,
 }
 
 /// This cloudcore among its peers.
@@ -94,10 +97,21 @@ impl Peers {
         }
     }
 
-    /// Who holds `node`'s tunnel, as the Node says.
-    pub(crate) async fn holder(&self, node: &str) -> Holder {
-        let Ok(Some(found)) = self.nodes.get_opt(node).await else {
-            return Holder::NoSuchNode;
+    /// What `host` (a CONNECT target's host: a node name or address) is, as the Nodes say.
+    pub(crate) async fn holder(&self, host: &str) -> Holder {
+        let found = match self.nodes.get_opt(host).await {
+            Ok(Some(node)) => Some(node),
+            Ok(None) => match self.node_with_address(host).await {
+                Some(name) => self.nodes.get_opt(&name).await.ok().flatten(),
+                None => None,
+            },
+            Err(err) => {
+                tracing::debug!(host, error = %err, "node lookup failed");
+                None
+            }
+        };
+        let Some(found) = found else {
+            return Holder::NotANode;
         };
         let edge = found
             .metadata
@@ -105,7 +119,16 @@ impl Peers {
             .as_ref()
             .is_some_and(|l| l.contains_key(EDGE_ROLE_LABEL));
         if !edge {
-            return Holder::NoSuchNode;
+            let port = found
+                .status
+                .as_ref()
+                .and_then(|s| s.daemon_endpoints.as_ref())
+                .and_then(|d| d.kubelet_endpoint.as_ref())
+                .map(|e| e.port)
+                .filter(|&p| p > 0)
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(DEFAULT_KUBELET_PORT);
+            return Holder::CloudNode { kubelet_port: port };
         }
         match found
             .metadata
@@ -114,6 +137,23 @@ impl Peers {
         {
             Some(holder) if holder != self.me => Holder::Peer(holder),
             _ => Holder::Nobody,
+        }
+    }
+
+    /// The name of the one Node that has `address` among its status addresses (an edge reports
+    /// its own, so an address two Nodes claim names neither). One LIST per call: addresses are
+    /// looked up only when kube-apiserver prefers them to names.
+    pub(crate) async fn node_with_address(&self, address: &str) -> Option<String> {
+        let nodes = self.nodes.list(&Default::default()).await.ok()?;
+        let mut claims = nodes.items.into_iter().filter(|node| {
+            node.status
+                .as_ref()
+                .and_then(|s| s.addresses.as_ref())
+                .is_some_and(|list| list.iter().any(|a| a.address == address))
+        });
+        match (claims.next(), claims.next()) {
+            (Some(node), None) => node.metadata.name,
+            _ => None,
         }
     }
 
@@ -128,9 +168,21 @@ impl Peers {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut peer = tokio::time::timeout(FORWARD_TIMEOUT, self.dial(holder))
+        let dialed = tokio::time::timeout(FORWARD_TIMEOUT, self.dial(holder))
             .await
-            .map_err(|_| format!("cloudcore {holder} did not answer"))??;
+            .map_err(|_| format!("cloudcore {holder} did not answer"))
+            .and_then(|dialed| dialed);
+        let mut peer = match dialed {
+            Ok(peer) => peer,
+            Err(reason) => {
+                let answer = format!(
+                    "HTTP/1.1 502 Bad Gateway\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reason}",
+                    reason.len()
+                );
+                let _ = client.write_all(answer.as_bytes()).await;
+                return Err(reason);
+            }
+        };
         let head =
             format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{HEADER_FORWARDED}: 1\r\n\r\n");
         peer.write_all(head.as_bytes())
@@ -152,10 +204,10 @@ impl Peers {
             }
         }
         client.write_all(&answer).await.map_err(|e| e.to_string())?;
-        if !answer.starts_with(b"HTTP/1.1 200") {
-            return Ok(());
+        // On 200 the tunnelled stream follows; on a refusal its body, then the holder closes.
+        if answer.starts_with(b"HTTP/1.1 200") {
+            peer.write_all(rest).await.map_err(|e| e.to_string())?;
         }
-        peer.write_all(rest).await.map_err(|e| e.to_string())?;
         tokio::io::copy_bidirectional(&mut client, &mut peer)
             .await
             .map(|_| ())

@@ -19,8 +19,6 @@ pub struct Tunnels {
 #[derive(Clone)]
 struct Entry {
     tunnel: Tunnel,
-    /// The node's internal IP (`SessionInternalIP`, else the connection's address).
-    internal_ip: String,
 }
 
 impl Tunnels {
@@ -58,32 +56,11 @@ impl Tunnels {
     }
 
     /// Registers `tunnel` for `node`, ending the one it replaces (its sessions end with it).
-    pub(crate) fn insert(&self, node: &str, internal_ip: &str, tunnel: Tunnel) {
-        let entry = Entry {
-            tunnel,
-            internal_ip: internal_ip.to_owned(),
-        };
+    pub(crate) fn insert(&self, node: &str, tunnel: Tunnel) {
+        let entry = Entry { tunnel };
         if let Some(old) = self.map().insert(node.to_owned(), entry) {
             old.tunnel
                 .shutdown("replaced by a newer tunnel from the same node");
-        }
-    }
-
-    /// The connected node that `host` names: its name, or else its internal IP when exactly
-    /// one live tunnel claims it (an edge states its own IP, so a claim two make is no
-    /// answer). kube-apiserver names nodes by their `Hostname` address first, which is the name.
-    pub fn node_for(&self, host: &str) -> Option<String> {
-        let map = self.map();
-        if map.get(host).is_some_and(|e| !e.tunnel.is_ended()) {
-            return Some(host.to_owned());
-        }
-        let mut claims = map
-            .iter()
-            .filter(|(_, e)| e.internal_ip == host && !e.tunnel.is_ended())
-            .map(|(node, _)| node);
-        match (claims.next(), claims.next()) {
-            (Some(node), None) => Some(node.clone()),
-            _ => None,
         }
     }
 

@@ -17,6 +17,7 @@
 //! Requests are served as upstream's cloudstream does: logs are a chunked body; for upgrades
 //! the edge's raw answer (the runtime's 101 and the stream) is relayed untouched.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,14 +29,17 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::Tunnels;
-use crate::peers::{HEADER_FORWARDED, Holder, Peers};
+use crate::peers::{HEADER_FORWARDED, Holder, PEER_COMMON_NAME, Peers};
 
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const UPGRADE_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+const FIRST_LOG_BYTES_WAIT: Duration = Duration::from_secs(2);
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 pub(crate) async fn serve(
     listener: TcpListener,
-    tls: TlsAcceptor,
+    server: Arc<StreamServer>,
     tunnels: Tunnels,
     peers: Option<Peers>,
     shutdown: CancellationToken,
@@ -52,56 +56,90 @@ pub(crate) async fn serve(
             },
             () = shutdown.cancelled() => return,
         };
-        let tls = tls.clone();
+        let server = Arc::clone(&server);
         let tunnels = tunnels.clone();
         let peers = peers.clone();
         tokio::spawn(async move {
-            if let Err(reason) = connection(tcp, &tls, &tunnels, peers.as_ref()).await {
+            if let Err(reason) = connection(tcp, &server, &tunnels, peers.as_ref()).await {
                 tracing::debug!(%peer, reason, "stream server connection ended");
             }
         });
     }
 }
 
+/// The stream server's TLS and who may use it.
+pub struct StreamServer {
+    pub tls: TlsAcceptor,
+    /// Our CA: of the certificates it signed only the other cloudcores' are let in (it also
+    /// signs every edge node's).
+    pub kubeedge_ca: Arc<ke_pki::CertificateAuthority>,
+}
+
 async fn connection(
     tcp: TcpStream,
-    tls: &TlsAcceptor,
+    server: &StreamServer,
     tunnels: &Tunnels,
     peers: Option<&Peers>,
 ) -> Result<(), String> {
     let _ = tcp.set_nodelay(true);
-    let stream = tokio::time::timeout(HEAD_TIMEOUT, tls.accept(tcp))
+    let mut stream = tokio::time::timeout(HEAD_TIMEOUT, server.tls.accept(tcp))
         .await
         .map_err(|_| "TLS handshake timed out".to_owned())?
         .map_err(|e| format!("TLS handshake: {e}"))?;
-    authorize(stream.get_ref().1.peer_certificates())?;
-    let mut stream = stream;
+    if let Err(refused) = authorize(server, stream.get_ref().1.peer_certificates()) {
+        let _ = respond(&mut stream, 403, &refused).await;
+        return Err(refused);
+    }
     let (head, rest) = read_head(&mut stream).await?;
     if head.method == "CONNECT" {
-        return proxy(stream, head, rest, tls, tunnels, peers).await;
+        return proxy(stream, head, rest, server, tunnels, peers).await;
     }
-    let node = host_name(&head.host).to_owned();
+    let host = host_name(&head.host).to_owned();
+    let Some(node) = node_named(&host, tunnels, peers).await else {
+        let message = format!("{host:?} is not an edge node connected here");
+        return respond(&mut stream, 503, &message).await;
+    };
     serve_request(stream, head, rest, tunnels, &node).await
 }
 
-/// Only API servers (and other cloudcores) open streams: an edge node's certificate is
-/// refused.
-fn authorize(certificates: Option<&[rustls::pki_types::CertificateDer<'_>]>) -> Result<(), String> {
-    let name = ke_pki::tls::peer_common_name(certificates).map_err(|e| e.to_string())?;
-    if name.starts_with("system:node:") {
+/// Only API servers and the other cloudcores open streams: a node's certificate (from any CA)
+/// is refused, and of the certificates our CA signed only the peers' are accepted.
+fn authorize(
+    server: &StreamServer,
+    certificates: Option<&[rustls::pki_types::CertificateDer<'_>]>,
+) -> Result<(), String> {
+    let leaf = certificates
+        .and_then(<[_]>::first)
+        .ok_or("no client certificate")?;
+    let info = ke_pki::cert_info(leaf).map_err(|e| e.to_string())?;
+    let name = info.common_name.unwrap_or_default();
+    if name.starts_with("system:node:") || info.organizations.iter().any(|o| o == "system:nodes") {
+        return Err(format!("{name} is a node: nodes may not open streams"));
+    }
+    if server.kubeedge_ca.has_signed(leaf) && name != PEER_COMMON_NAME {
         return Err(format!("{name} may not open streams"));
     }
     Ok(())
 }
 
+/// The connected edge node `host` names here: by name, or by the address its Node lists (when
+/// exactly one Node lists it: an edge reports its own addresses).
+async fn node_named(host: &str, tunnels: &Tunnels, peers: Option<&Peers>) -> Option<String> {
+    if tunnels.get(host).is_some() {
+        return Some(host.to_owned());
+    }
+    let node = peers?.node_with_address(host).await?;
+    tunnels.get(&node).is_some().then_some(node)
+}
+
 /// `CONNECT <host>:<port>`: an edge node whose tunnel is here is served here; one whose tunnel
-/// another cloudcore holds goes to that one; any other destination (a cloud node) is forwarded
-/// as TCP.
+/// another cloudcore holds goes to that one; a cloud node (a Node by that name or address) is
+/// forwarded as TCP; anything else is refused — this is no open proxy.
 async fn proxy<S>(
     mut client: S,
     head: Head,
     rest: Vec<u8>,
-    tls: &TlsAcceptor,
+    server: &StreamServer,
     tunnels: &Tunnels,
     peers: Option<&Peers>,
 ) -> Result<(), String>
@@ -110,14 +148,14 @@ where
 {
     let target = head.path.clone();
     let host = host_name(&target).to_owned();
-    if let Some(node) = tunnels.node_for(&host) {
+    if let Some(node) = node_named(&host, tunnels, peers).await {
         client
             .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
             .await
             .map_err(|e| e.to_string())?;
         // kube-apiserver now speaks TLS to "the kubelet" inside the tunnel.
         let inner = Prefixed::new(rest, client);
-        let mut inner = tokio::time::timeout(HEAD_TIMEOUT, tls.accept(inner))
+        let mut inner = tokio::time::timeout(HEAD_TIMEOUT, server.tls.accept(inner))
             .await
             .map_err(|_| "inner TLS handshake timed out".to_owned())?
             .map_err(|e| format!("inner TLS handshake: {e}"))?;
@@ -128,23 +166,41 @@ where
         let message = format!("node {host:?} has no stream tunnel here");
         return respond(&mut client, 503, &message).await;
     }
-    if let Some(peers) = peers {
-        match peers.holder(&host).await {
-            Holder::Peer(holder) => return peers.forward(client, &target, &rest, &holder).await,
-            Holder::Nobody => {
-                let message = format!("node {host:?} is not connected (no stream tunnel)");
-                return respond(&mut client, 503, &message).await;
+    let holder = match peers {
+        Some(peers) => peers.holder(&host).await,
+        // Without the cluster's Nodes to check against, only our own tunnels are served.
+        None => Holder::NotANode,
+    };
+    match (holder, peers) {
+        (Holder::Peer(holder), Some(peers)) => {
+            return peers.forward(client, &target, &rest, &holder).await;
+        }
+        (Holder::CloudNode { kubelet_port }, _) => {
+            // A cloud node's kubelet, nothing else on it.
+            if port_of(&target) != Some(kubelet_port) {
+                let message = format!("only the kubelet port {kubelet_port} of {host:?}");
+                return respond(&mut client, 403, &message).await;
             }
-            Holder::NoSuchNode => {}
+        }
+        (Holder::Nobody | Holder::Peer(_), _) => {
+            let message = format!("node {host:?} is not connected (no stream tunnel)");
+            return respond(&mut client, 503, &message).await;
+        }
+        (Holder::NotANode, _) => {
+            let message = format!("{host:?} is not a node of this cluster");
+            return respond(&mut client, 403, &message).await;
         }
     }
-    let mut upstream = match TcpStream::connect(&target).await {
-        Ok(upstream) => upstream,
-        Err(err) => {
-            let _ = client
-                .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
-                .await;
-            return Err(format!("forward to {target}: {err}"));
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target)).await;
+    let mut upstream = match connected {
+        Ok(Ok(upstream)) => upstream,
+        Ok(Err(err)) => {
+            let message = format!("{target}: {err}");
+            return respond(&mut client, 502, &message).await;
+        }
+        Err(_) => {
+            let message = format!("{target}: no connection within {CONNECT_TIMEOUT:?}");
+            return respond(&mut client, 502, &message).await;
         }
     };
     client
@@ -174,7 +230,7 @@ where
         Ok(kubelet) => kubelet,
         Err(err) => return respond(&mut client, 404, &err.to_string()).await,
     };
-    let Some(tunnel) = tunnels.node_for(node).and_then(|n| tunnels.get(&n)) else {
+    let Some(tunnel) = tunnels.get(node) else {
         let message =
             format!("node {node:?} is not connected to this cloudcore (no stream tunnel)");
         return respond(&mut client, 503, &message).await;
@@ -205,37 +261,71 @@ where
     if upgrade && !rest.is_empty() && session.send(&rest).await.is_err() {
         return respond(&mut client, 503, "the stream tunnel closed").await;
     }
-    let first = session.recv().await;
-    let Some(first) = first else {
-        let (status, reason) = match session.refusal() {
-            Some(reason) => (400, reason.to_owned()),
-            None => (503, "the stream tunnel closed".to_owned()),
-        };
-        return respond(&mut client, status, &reason).await;
+    // Upgrades wait for the runtime's answer; a log's headers go out after its first bytes or
+    // a moment of quiet (a followed log may stay quiet for long).
+    let wait = if upgrade {
+        UPGRADE_ANSWER_TIMEOUT
+    } else {
+        FIRST_LOG_BYTES_WAIT
+    };
+    let first = match tokio::time::timeout(wait, session.recv()).await {
+        Ok(Some(first)) => Some(first),
+        Ok(None) => {
+            if let Some(reason) = session.refusal() {
+                let reason = reason.to_owned();
+                return respond(&mut client, 400, &reason).await;
+            }
+            if upgrade || tunnel.is_ended() {
+                return respond(&mut client, 503, "the stream tunnel closed").await;
+            }
+            None // an empty log
+        }
+        Err(_) if upgrade => {
+            return respond(&mut client, 504, "the node did not answer").await;
+        }
+        Err(_) => Some(bytes::Bytes::new()),
     };
     if upgrade {
         // The runtime's answer — its 101 and then the stream — goes to the client as it is.
+        let first = first.unwrap_or_default();
         client.write_all(&first).await.map_err(|e| e.to_string())?;
         ke_stream::relay(client, session).await;
         return Ok(());
     }
     let io = |e: std::io::Error| e.to_string();
+    let (mut from_client, mut client) = tokio::io::split(client);
     client
         .write_all(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
         )
         .await
         .map_err(io)?;
-    let mut next = Some(first);
-    while let Some(data) = next {
-        client
-            .write_all(format!("{:x}\r\n", data.len()).as_bytes())
-            .await
-            .map_err(io)?;
-        client.write_all(&data).await.map_err(io)?;
-        client.write_all(b"\r\n").await.map_err(io)?;
-        client.flush().await.map_err(io)?;
-        next = session.recv().await;
+    let mut next = first;
+    let mut probe = [0u8; 256];
+    loop {
+        if let Some(data) = next.take()
+            && !data.is_empty()
+        {
+            // An empty chunk would be the end of the body.
+            client
+                .write_all(format!("{:x}\r\n", data.len()).as_bytes())
+                .await
+                .map_err(io)?;
+            client.write_all(&data).await.map_err(io)?;
+            client.write_all(b"\r\n").await.map_err(io)?;
+            client.flush().await.map_err(io)?;
+        }
+        tokio::select! {
+            data = session.recv() => match data {
+                Some(data) => next = Some(data),
+                None => break,
+            },
+            // The client went away (a followed log is ended with it, not left polling).
+            read = from_client.read(&mut probe) => match read {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(_) => {}
+            },
+        }
     }
     client.write_all(b"0\r\n\r\n").await.map_err(io)?;
     client.flush().await.map_err(io)
@@ -248,8 +338,11 @@ async fn respond<S: AsyncWrite + Unpin>(
 ) -> Result<(), String> {
     let reason = match status {
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "Error",
     };
     let text = format!(
@@ -261,6 +354,11 @@ async fn respond<S: AsyncWrite + Unpin>(
         .await
         .map_err(|e| e.to_string())?;
     client.flush().await.map_err(|e| e.to_string())
+}
+
+/// The port of `host:port`.
+fn port_of(authority: &str) -> Option<u16> {
+    authority.rsplit_once(':')?.1.parse().ok()
 }
 
 /// `host:port` or `[v6]:port` → the host.

@@ -51,9 +51,11 @@ pub(crate) async fn serve(
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, admit(tcp, tls)).await {
                 Ok(Ok((node, internal_ip, tunnel))) => {
+                    // The IP an edge states is logged, never used to route: it could claim
+                    // another node's.
                     let internal_ip = internal_ip.unwrap_or_else(|| peer.ip().to_string());
                     tracing::info!(node, %peer, internal_ip, "stream tunnel connected");
-                    tunnels.insert(&node, &internal_ip, tunnel.clone());
+                    tunnels.insert(&node, tunnel.clone());
                     if let Some(peers) = &peers {
                         peers.announce(&node).await;
                     }
@@ -129,7 +131,7 @@ async fn admit(
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
-    let (stream, read_text_as_binary) = TextAsBinary::new(stream);
+    let stream = TextAsBinary::new(stream);
     let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config))
         .await
         .map_err(|e| format!("upgrade: {e}"))?;
@@ -137,8 +139,6 @@ async fn admit(
     let framing = if binary {
         Framing::Binary
     } else {
-        // A Go edge: its text frames carry bytes that are not UTF-8.
-        read_text_as_binary.store(true, std::sync::atomic::Ordering::Relaxed);
         Framing::GoText
     };
     let (tunnel, _refused) = Tunnel::spawn(ws, Side::Cloud, framing);

@@ -215,7 +215,7 @@ async fn dial(settings: &EdgeStreamSettings) -> anyhow::Result<TunnelParts> {
         &settings.key_file,
     )
     .await?;
-    let (stream, read_text_as_binary) = TextAsBinary::new(stream);
+    let stream = TextAsBinary::new(stream);
     let mut request = format!("wss://{server}{}", ke_stream::TUNNEL_PATH).into_client_request()?;
     let headers = request.headers_mut();
     headers.insert(
@@ -237,8 +237,6 @@ async fn dial(settings: &EdgeStreamSettings) -> anyhow::Result<TunnelParts> {
     let framing = if binary {
         Framing::Binary
     } else {
-        // A Go cloud: its text frames carry bytes that are not UTF-8.
-        read_text_as_binary.store(true, std::sync::atomic::Ordering::Relaxed);
         Framing::GoText
     };
     Ok(Tunnel::spawn(ws, Side::Edge, framing))

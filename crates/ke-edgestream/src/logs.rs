@@ -336,19 +336,26 @@ impl LogReader {
     fn read_lines(&mut self, mut line: impl FnMut(&[u8]) -> bool) -> std::io::Result<bool> {
         let mut chunk = vec![0u8; READ_CHUNK];
         loop {
+            // Whole lines read earlier (a pass stopped before them) come first.
+            let mut start = 0;
+            let mut stopped = false;
+            while let Some(end) = self.pending[start..].iter().position(|&b| b == b'\n') {
+                let go_on = line(&self.pending[start..start + end]);
+                start += end + 1;
+                if !go_on {
+                    stopped = true;
+                    break;
+                }
+            }
+            self.pending.drain(..start);
+            if stopped {
+                return Ok(false);
+            }
             let n = self.file.read(&mut chunk)?;
             if n == 0 {
                 return Ok(true);
             }
             self.pending.extend_from_slice(&chunk[..n]);
-            let mut start = 0;
-            while let Some(end) = self.pending[start..].iter().position(|&b| b == b'\n') {
-                if !line(&self.pending[start..start + end]) {
-                    return Ok(false);
-                }
-                start += end + 1;
-            }
-            self.pending.drain(..start);
         }
     }
 
@@ -420,6 +427,28 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(render(limit), "one\ntw");
+    }
+
+    #[test]
+    fn a_pass_that_stops_early_resumes_at_the_next_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        std::fs::write(&path, LOG).unwrap();
+        let mut reader = LogReader::open(&path, None).unwrap();
+        let mut seen = Vec::new();
+        // One line per pass, as a pass whose budget is used up after each line.
+        while !reader
+            .read_lines(|l| {
+                seen.push(String::from_utf8_lossy(l).into_owned());
+                false
+            })
+            .unwrap()
+        {}
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert!(
+            seen[0].ends_with("one") && seen[3].ends_with("ee"),
+            "{seen:?}"
+        );
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! Reading a Go peer's tunnel: upstream writes every tunnel message — SPDY bytes, gzip, logs
 //! cut mid-character — as a WebSocket *text* frame, and tungstenite refuses text that is not
 //! UTF-8. [`TextAsBinary`] sits under tungstenite and turns the opcode of each incoming text
-//! frame into binary as the bytes pass, so the payload arrives untouched. It follows the frame
-//! headers as they stream by; only the first byte of a header is ever changed.
+//! frame into binary as the bytes pass, so the payload arrives untouched (the tunnel treats
+//! text and binary alike, so this is done for every peer). It skips the HTTP upgrade head
+//! itself (up to the first blank line, so frames read together with it are tracked too) and
+//! then follows the frame headers as they stream by; only the first byte of a header is ever
+//! changed.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -17,6 +18,10 @@ const OPCODE_BINARY: u8 = 0x2;
 /// Where the reader is in the incoming frame sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
+    /// In the HTTP upgrade head: `matched` bytes of the blank line's `\r\n\r\n` seen.
+    Head {
+        matched: usize,
+    },
     /// Inside a frame header: `seen` of its bytes so far, `length` the payload length field
     /// decoded so far, `extended` how many extended-length bytes follow, `masked` whether a
     /// 4-byte key follows.
@@ -40,21 +45,24 @@ const NEW_HEADER: State = State::Header {
 
 pub struct TextAsBinary<S> {
     inner: S,
-    /// Off during the HTTP upgrade (those bytes are not frames); on once it is done.
-    enabled: Arc<AtomicBool>,
     state: State,
 }
 
 impl<S> TextAsBinary<S> {
-    /// The wrapper and the switch that turns rewriting on after the upgrade.
-    pub fn new(inner: S) -> (TextAsBinary<S>, Arc<AtomicBool>) {
-        let enabled = Arc::new(AtomicBool::new(false));
-        let wrapper = TextAsBinary {
+    /// Wraps a stream whose next incoming bytes are the peer's HTTP upgrade request or answer.
+    pub fn new(inner: S) -> TextAsBinary<S> {
+        TextAsBinary {
             inner,
-            enabled: Arc::clone(&enabled),
+            state: State::Head { matched: 0 },
+        }
+    }
+
+    /// Wraps a stream whose upgrade is already done: the next incoming byte starts a frame.
+    pub fn after_upgrade(inner: S) -> TextAsBinary<S> {
+        TextAsBinary {
+            inner,
             state: NEW_HEADER,
-        };
-        (wrapper, enabled)
+        }
     }
 
     /// Walks `bytes` (just read), rewriting text opcodes.
@@ -62,6 +70,21 @@ impl<S> TextAsBinary<S> {
         let mut i = 0;
         while i < bytes.len() {
             match self.state {
+                State::Head { matched } => {
+                    let expected = b"\r\n\r\n"[matched];
+                    let byte = bytes[i];
+                    i += 1;
+                    let matched = match (byte == expected, byte == b'\r') {
+                        (true, _) => matched + 1,
+                        (false, true) => 1,
+                        (false, false) => 0,
+                    };
+                    self.state = if matched == 4 {
+                        NEW_HEADER
+                    } else {
+                        State::Head { matched }
+                    };
+                }
                 State::Payload { remaining } => {
                     let take = remaining.min((bytes.len() - i) as u64);
                     i += take as usize;
@@ -126,9 +149,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for TextAsBinary<S> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled
-            && self.enabled.load(Ordering::Relaxed)
-        {
+        if let Poll::Ready(Ok(())) = polled {
             let this = &mut *self;
             this.rewrite(&mut buf.filled_mut()[before..]);
         }
@@ -184,20 +205,21 @@ mod tests {
         let payload_small = b"\xff\xfe not utf-8";
         let payload_mid = vec![0x81u8; 300];
         let payload_big = vec![0x01u8; 70_000];
-        let mut stream = Vec::new();
+        let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+        let mut stream = head.to_vec();
         stream.extend(frame(OPCODE_TEXT, true, false, payload_small));
         stream.extend(frame(0x9, true, false, b"ping")); // control frames untouched
         stream.extend(frame(OPCODE_TEXT, false, true, &payload_mid));
         stream.extend(frame(0x0, true, true, b"")); // continuation, empty
         stream.extend(frame(OPCODE_TEXT, true, false, &payload_big));
-        let mut expected = Vec::new();
+        let mut expected = head.to_vec();
         expected.extend(frame(OPCODE_BINARY, true, false, payload_small));
         expected.extend(frame(0x9, true, false, b"ping"));
         expected.extend(frame(OPCODE_BINARY, false, true, &payload_mid));
         expected.extend(frame(0x0, true, true, b""));
         expected.extend(frame(OPCODE_BINARY, true, false, &payload_big));
         for piece in [1, 3, 7, 1000, stream.len()] {
-            let (mut shim, _) = TextAsBinary::new(());
+            let mut shim = TextAsBinary::new(());
             let mut out = stream.clone();
             for chunk in out.chunks_mut(piece) {
                 shim.rewrite(chunk);

@@ -254,17 +254,28 @@ impl Tunnel {
 
     /// Queues the end of session `id` for the peer, behind what was queued before it.
     fn send_end(&self, id: u64, reason: Bytes) {
+        self.queue_end(id, reason, true);
+    }
+
+    /// Refuses what the peer asked for; dropped when the queue is full (see below).
+    fn refuse_provoked(&self, id: u64) {
+        self.queue_end(id, Bytes::new(), false);
+    }
+
+    fn queue_end(&self, id: u64, reason: Bytes, wait_for_room: bool) {
         let end = TunnelMessage::new(id, MessageType::RemoveConnect, reason);
         match self.inner.outbound.try_send(end) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(end)) => {
+            Err(mpsc::error::TrySendError::Full(end)) if wait_for_room => {
                 // Waiting keeps it in order; a tunnel that never drains ends by WRITE_LIMIT.
                 if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                     let outbound = self.inner.outbound.clone();
                     runtime.spawn(async move { outbound.send(end).await });
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            // A refusal the peer provoked while not reading what we send is dropped rather than
+            // queued, so a peer cannot make us hold refusals without bound.
+            Err(_) => {}
         }
     }
 
@@ -390,7 +401,7 @@ where
             () = tokio::time::sleep_until(last_heard + IDLE_LIMIT) => {
                 return format!("nothing heard from the peer for {}s", IDLE_LIMIT.as_secs());
             }
-            _ = ended.changed() => return "shut down".to_owned(),
+            _ = ended.wait_for(Option::is_some) => return "shut down".to_owned(),
         };
         let bytes = match frame {
             None | Some(Ok(WsMessage::Close(_))) => return "the peer closed the tunnel".to_owned(),
@@ -405,7 +416,7 @@ where
         };
         let delivered = tokio::select! {
             delivered = deliver(tunnel, incoming, bytes) => delivered,
-            _ = ended.changed() => return "shut down".to_owned(),
+            _ = ended.wait_for(Option::is_some) => return "shut down".to_owned(),
         };
         if let Err(reason) = delivered {
             return reason;
@@ -434,7 +445,7 @@ where
                 None => break "tunnel dropped".to_owned(),
             },
             _ = ping.tick() => WsMessage::Ping(Bytes::new()),
-            _ = ended.changed() => break "shut down".to_owned(),
+            _ = ended.wait_for(Option::is_some) => break "shut down".to_owned(),
         };
         match tokio::time::timeout(WRITE_LIMIT, sink.send(frame)).await {
             Ok(Ok(())) => {}
@@ -461,7 +472,7 @@ async fn deliver(
             let known = tunnel.sessions().open.contains_key(&id);
             if tunnel.inner.side == Side::Cloud || known {
                 tracing::debug!(id, ?kind, "unexpected session request refused");
-                tunnel.send_end(id, Bytes::new());
+                tunnel.refuse_provoked(id);
                 return Ok(());
             }
             let Ok(session) = tunnel.register(id) else {
@@ -501,7 +512,7 @@ async fn deliver(
         MessageType::Other(code) => {
             tracing::debug!(id, code, "tunnel message of an unknown type refused");
             if !tunnel.sessions().open.contains_key(&id) {
-                tunnel.send_end(id, Bytes::new());
+                tunnel.refuse_provoked(id);
             }
             Ok(())
         }
@@ -529,10 +540,10 @@ mod tests {
     /// through the text-frame shim as a real tunnel does.
     async fn pair() -> (Tunnel, Tunnel, mpsc::Receiver<Incoming>) {
         let (a, b) = tokio::io::duplex(64 * 1024);
-        let (a, on_a) = TextAsBinary::new(a);
-        let (b, on_b) = TextAsBinary::new(b);
-        on_a.store(true, std::sync::atomic::Ordering::Relaxed);
-        on_b.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (a, b) = (
+            TextAsBinary::after_upgrade(a),
+            TextAsBinary::after_upgrade(b),
+        );
         let cloud = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
         let edge = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
         let (cloud, _) = Tunnel::spawn(cloud, Side::Cloud, Framing::Binary);
