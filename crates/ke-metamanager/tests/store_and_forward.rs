@@ -119,8 +119,9 @@ async fn edge_request(bus: &Bus, resource: &str, op: &str, content: Value) -> Me
         .unwrap()
 }
 
+/// Polls for up to 30 s: every report costs an fsync, which a loaded CI machine can make slow.
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..100 {
+    for _ in 0..600 {
         if check() {
             return;
         }
