@@ -483,3 +483,59 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn heads_arrive_in_pieces_and_bad_ones_are_errors() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let request = b"CONNECT edge-1:10250 HTTP/1.1\r\nHost: edge-1:10250\r\nAuthorization: Bearer x\r\nX-Kubeedge-Rs-Forwarded: 1\r\n\r\nTLS";
+        let writer = tokio::spawn(async move {
+            for piece in request.chunks(7) {
+                client.write_all(piece).await.unwrap();
+            }
+            client
+        });
+        let (head, rest) = read_head(&mut server).await.unwrap();
+        let _client = writer.await.unwrap();
+        assert_eq!(
+            (head.method.as_str(), head.path.as_str()),
+            ("CONNECT", "edge-1:10250")
+        );
+        assert_eq!(head.host, "edge-1:10250");
+        assert_eq!(rest, b"TLS");
+        // Credentials are not kept for the node; the forwarding mark is.
+        assert!(!head.headers.contains_key("Authorization"));
+        assert!(head.headers.contains_key(HEADER_FORWARDED));
+
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        client
+            .write_all(b"\x16\x03\x01garbage\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_head(&mut server).await.is_err());
+        let (mut client, mut server) = tokio::io::duplex(256 * 1024);
+        let endless = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(100 * 1024));
+        client.write_all(endless.as_bytes()).await.unwrap();
+        assert_eq!(
+            read_head(&mut server).await.unwrap_err(),
+            "request head too large"
+        );
+        drop(client);
+        let (client, mut server) = tokio::io::duplex(16);
+        drop(client);
+        assert!(read_head(&mut server).await.is_err());
+    }
+
+    #[test]
+    fn authorities() {
+        assert_eq!(host_name("edge-1:10250"), "edge-1");
+        assert_eq!(host_name("[fd00::1]:10250"), "fd00::1");
+        assert_eq!(host_name("edge-1"), "edge-1");
+        assert_eq!(port_of("10.0.0.5:10250"), Some(10250));
+        assert_eq!(port_of("10.0.0.5"), None);
+        assert_eq!(port_of("10.0.0.5:x"), None);
+    }
+}
