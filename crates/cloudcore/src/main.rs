@@ -77,6 +77,9 @@ fn main() -> ExitCode {
                     let stats = store.stats();
                     hub.metrics()
                         .add_exporter(Box::new(move |out: &mut String| stats.render(out)));
+                    let tunnels = tunnels.clone();
+                    hub.metrics()
+                        .add_exporter(Box::new(move |out: &mut String| tunnels.render(out)));
                     edge_tls = hub.edge_tls_config();
                     ca = Some(hub.ca());
                     runtime.register(hub)?;

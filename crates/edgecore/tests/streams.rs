@@ -535,6 +535,8 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
         out.status.success().then_some(out)
     });
     assert_eq!(text(&out.stdout), "back\n");
+    let metrics = cloud.metrics();
+    assert!(metrics.contains("cloudcore_stream_tunnels 1"), "{metrics}");
 
     // A second cloudcore holds the node's tunnel: a CONNECT reaching the first is forwarded.
     let replica_dir = dir.path().join("replica");

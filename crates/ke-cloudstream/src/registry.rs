@@ -55,6 +55,17 @@ impl Tunnels {
         nodes
     }
 
+    /// Prometheus text for cloudhub's `/metrics`: how many nodes have a live tunnel here.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let name = "cloudcore_stream_tunnels";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Edge nodes whose stream tunnel (kubectl logs/exec) is connected here.\n# TYPE {name} gauge\n{name} {}",
+            self.nodes().len()
+        );
+    }
+
     /// Registers `tunnel` for `node`, ending the one it replaces (its sessions end with it).
     pub(crate) fn insert(&self, node: &str, tunnel: Tunnel) {
         let entry = Entry { tunnel };

@@ -33,6 +33,19 @@ pub struct Cloud {
     https_port: String,
     tunnel_port: String,
     stream_port: String,
+    /// `commonConfig.monitorServer.bindAddress`.
+    monitor: String,
+}
+
+/// `commonConfig.monitorServer.bindAddress` of a cloudcore config.
+fn monitor_address(config: &str) -> String {
+    config
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("monitorServer:"))
+        .find_map(|l| l.trim_start().strip_prefix("bindAddress:"))
+        .expect("monitorServer.bindAddress")
+        .trim()
+        .to_owned()
 }
 
 /// `cloudStream.<key>` of a cloudcore config.
@@ -66,6 +79,7 @@ impl Cloud {
             ws_port: port_of(&text, "websocket"),
             tunnel_port: cloud_stream_port(&text, "tunnelPort"),
             stream_port: cloud_stream_port(&text, "streamPort"),
+            monitor: monitor_address(&text),
             https_port: port_of(&text, "https"),
         };
         cloud.restart();
@@ -100,6 +114,7 @@ impl Cloud {
             https_port: port_of(&text, "https"),
             tunnel_port: cloud_stream_port(&text, "tunnelPort"),
             stream_port: cloud_stream_port(&text, "streamPort"),
+            monitor: monitor_address(&text),
         };
         cloud.restart();
         cloud
@@ -126,6 +141,16 @@ impl Cloud {
         let log = daemon.log();
         assert!(status.success(), "cloudcore exit {status}:\n{log}");
         log
+    }
+
+    /// cloudcore's Prometheus text (`/metrics` on the monitor address).
+    pub fn metrics(&self) -> String {
+        let out = run_to_completion(
+            Path::new("/usr/bin/curl"),
+            &["-sS", &format!("http://{}/metrics", self.monitor)],
+            WAIT,
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// cloudstream's kubelet API port (served when the stream CA exists).
