@@ -308,6 +308,21 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
         stamped.starts_with("20") && stamped.contains("Z line "),
         "{stamped}"
     );
+    let out = cloud.kubectl(&["logs", "talker", "-c", "app", "--since=1h"]);
+    assert!(
+        text(&out.stdout).starts_with("line 0\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = cloud.kubectl(&[
+        "logs",
+        "talker",
+        "-c",
+        "app",
+        "--since-time=2999-01-01T00:00:00Z",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "", "nothing was written after that time");
     let follow = Streaming::start(&cloud, &["logs", "-f", "--tail=1", "talker", "-c", "app"]);
     let first = line_number(&follow.next_line("followed log line"));
     let later = line_number(&follow.next_line("a new log line"));
@@ -372,10 +387,16 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
     assert_eq!(out.stdout.len(), 20_000_000);
     assert!(out.stdout.iter().all(|&b| b == 0));
 
-    // exec -it, through a pty (script(1) gives kubectl a terminal).
+    // exec -it, through a pty (script(1) gives kubectl a terminal). kubectl sends the window
+    // size when it starts and again on SIGWINCH: the background `stty` resizes the terminal
+    // once the test creates `resize`.
+    let resize = dir.path().join("resize");
     let kubectl_it = format!(
-        "/usr/bin/kubectl --kubeconfig {} exec -it talker -c app -- sh",
-        kubeconfig(&cloud)
+        "stty cols 123 rows 45; \
+         (while [ ! -e {resize} ]; do sleep 0.1; done; stty cols 90 rows 30 < /dev/tty) & \
+         exec /usr/bin/kubectl --kubeconfig {kubeconfig} exec -it talker -c app -- sh",
+        resize = resize.display(),
+        kubeconfig = kubeconfig(&cloud)
     );
     let mut script = Command::new("script")
         .args(["-q", "-e", "-c", &kubectl_it, "/dev/null"])
@@ -407,7 +428,22 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
         }
     };
     read_until("# ", &mut screen); // the shell's prompt
-    stdin.write_all(b"tty; echo answer=$((6*7))\n").unwrap();
+    stdin.write_all(b"tty; echo size=$(stty size)\n").unwrap();
+    read_until("size=45 123", &mut screen);
+    std::fs::write(&resize, "").unwrap();
+    // The resize travels on its own stream: ask until the shell sees it.
+    for _ in 0..50 {
+        stdin.write_all(b"echo resized=$(stty size)\n").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        while let Ok(bytes) = screen_rx.try_recv() {
+            screen.push_str(&String::from_utf8_lossy(&bytes));
+        }
+        if screen.contains("resized=30 90") {
+            break;
+        }
+    }
+    assert!(screen.contains("resized=30 90"), "{screen}");
+    stdin.write_all(b"echo answer=$((6*7))\n").unwrap();
     read_until("answer=42", &mut screen);
     stdin.write_all(b"exit 5\n").unwrap();
     let status = wait_output(script, WAIT).status;
