@@ -15,8 +15,15 @@ use serde_json::Value;
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// The edgecore binary under test: this build's, or the one `KE_EDGECORE` names (how the
+/// footprint benchmark measures the `release-edge` build that nodes run).
 pub fn edgecore() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_edgecore"))
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY.get_or_init(|| {
+        std::env::var_os("KE_EDGECORE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_edgecore")))
+    })
 }
 
 fn default_config(bin: &Path) -> String {
