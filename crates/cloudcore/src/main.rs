@@ -74,6 +74,10 @@ fn main() -> ExitCode {
                     .await
                     .context("start cloudhub")?;
                     pki_secrets::publish(&client, &settings).await?;
+                    tokio::spawn(pki_secrets::publish_join_tokens(
+                        client.clone(),
+                        hub.join_tokens(),
+                    ));
                     let stats = store.stats();
                     hub.metrics()
                         .add_exporter(Box::new(move |out: &mut String| stats.render(out)));

@@ -6,8 +6,12 @@
 //! Before cloudhub starts, [`restore`] writes what the Secrets hold over the local files (the
 //! Secrets win: they are what the other replicas use); after it started (having created any
 //! missing material), [`publish`] creates the Secrets that do not exist yet.
+//!
+//! The join token goes where upstream's `keadm gettoken` reads it: `kubeedge/tokensecret`
+//! (`tokendata`), rewritten by [`publish_join_tokens`] whenever cloudhub issues one.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::ByteString;
@@ -15,10 +19,13 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use ke_cloudhub::CloudHubSettings;
 use ke_pki::{CertificateAuthority, EcKeyPair, ServerCert};
 use kube::api::{Api, ObjectMeta, PostParams};
+use tokio::sync::watch;
 
 pub const NAMESPACE: &str = "kubeedge";
 const CA_SECRET: &str = "casecret";
 const CERT_SECRET: &str = "cloudcoresecret";
+pub const TOKEN_SECRET: &str = "tokensecret";
+pub const TOKEN_KEY: &str = "tokendata";
 
 pub async fn restore(client: &kube::Client, settings: &CloudHubSettings) -> anyhow::Result<()> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
@@ -103,26 +110,32 @@ fn pair(
     Ok((field(cert)?, field(key)?))
 }
 
-async fn create_if_missing<const N: usize>(
-    secrets: &Api<Secret>,
-    name: &str,
-    data: [(&str, &[u8]); N],
-) -> anyhow::Result<()> {
-    let secret = Secret {
+fn secret(name: &str, data: &[(&str, &[u8])]) -> Secret {
+    Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some(NAMESPACE.into()),
             ..Default::default()
         },
         data: Some(
-            data.into_iter()
-                .map(|(k, v)| (k.to_owned(), ByteString(v.to_vec())))
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.to_vec())))
                 .collect(),
         ),
         type_: Some("Opaque".into()),
         ..Default::default()
-    };
-    match secrets.create(&PostParams::default(), &secret).await {
+    }
+}
+
+async fn create_if_missing<const N: usize>(
+    secrets: &Api<Secret>,
+    name: &str,
+    data: [(&str, &[u8]); N],
+) -> anyhow::Result<()> {
+    match secrets
+        .create(&PostParams::default(), &secret(name, &data))
+        .await
+    {
         Ok(_) => {
             tracing::info!("stored secret {NAMESPACE}/{name}");
             Ok(())
@@ -131,4 +144,48 @@ async fn create_if_missing<const N: usize>(
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
         Err(err) => Err(err).with_context(|| format!("create secret {NAMESPACE}/{name}")),
     }
+}
+
+/// Keeps `kubeedge/tokensecret` at cloudhub's current join token until cloudhub stops issuing
+/// them. A failed write is retried every few seconds, or given up for a newer token.
+pub async fn publish_join_tokens(client: kube::Client, mut tokens: watch::Receiver<String>) {
+    let secrets: Api<Secret> = Api::namespaced(client, NAMESPACE);
+    loop {
+        let token = tokens.borrow_and_update().clone();
+        if !token.is_empty() {
+            while let Err(err) = put_token(&secrets, &token).await {
+                tracing::warn!(error = %format!("{err:#}"), "cannot store the join token; retrying");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                if tokens.has_changed().unwrap_or(true) {
+                    break;
+                }
+            }
+        }
+        if tokens.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn put_token(secrets: &Api<Secret>, token: &str) -> anyhow::Result<()> {
+    let wanted = secret(TOKEN_SECRET, &[(TOKEN_KEY, token.as_bytes())]);
+    let context = || format!("write secret {NAMESPACE}/{TOKEN_SECRET}");
+    match secrets.get_opt(TOKEN_SECRET).await.with_context(context)? {
+        None => {
+            secrets
+                .create(&PostParams::default(), &wanted)
+                .await
+                .with_context(context)?;
+        }
+        Some(current) => {
+            let mut replacement = wanted;
+            replacement.metadata.resource_version = current.metadata.resource_version;
+            secrets
+                .replace(TOKEN_SECRET, &PostParams::default(), &replacement)
+                .await
+                .with_context(context)?;
+        }
+    }
+    tracing::info!("join token stored in secret {NAMESPACE}/{TOKEN_SECRET}");
+    Ok(())
 }

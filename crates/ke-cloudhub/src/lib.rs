@@ -140,6 +140,8 @@ pub struct CloudHub {
     shared: Arc<Shared>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// The current join token, reissued every `token_refresh`; empty until the module runs.
+    join_token: tokio::sync::watch::Sender<String>,
 }
 
 /// Where CloudHub actually listens (useful when the config asked for port 0).
@@ -219,6 +221,7 @@ impl CloudHub {
             shared,
             tasks,
             shutdown,
+            join_token: tokio::sync::watch::Sender::new(String::new()),
         })
     }
 
@@ -253,20 +256,29 @@ impl CloudHub {
         self.ca.ca_der()
     }
 
+    /// Each join token as it is issued (the first when the module starts, then one every
+    /// `token_refresh`), for whoever publishes it further (cloudcore: the Secret
+    /// `kubeedge/tokensecret`). An empty value means none was issued yet.
+    pub fn join_tokens(&self) -> tokio::sync::watch::Receiver<String> {
+        self.join_token.subscribe()
+    }
+
     fn start_token_refresh(&self) {
-        let Some(path) = self.settings.token_file.clone() else {
-            return;
-        };
+        let path = self.settings.token_file.clone();
         let ca = Arc::clone(&self.ca);
         let refresh = self.settings.token_refresh.max(Duration::from_secs(60));
         let shutdown = self.shutdown.clone();
+        let current = self.join_token.clone();
         self.tasks.spawn(async move {
             loop {
                 let token = ke_pki::token::issue_token(&ca, SystemTime::now(), 2 * refresh);
-                match ke_pki::persist::write_secret(&path, token.as_bytes()) {
-                    Ok(()) => tracing::info!(path = %path.display(), "join token written"),
-                    Err(err) => tracing::error!(error = %err, "cannot write the join token"),
+                if let Some(path) = &path {
+                    match ke_pki::persist::write_secret(path, token.as_bytes()) {
+                        Ok(()) => tracing::info!(path = %path.display(), "join token written"),
+                        Err(err) => tracing::error!(error = %err, "cannot write the join token"),
+                    }
                 }
+                current.send_replace(token);
                 tokio::select! {
                     () = tokio::time::sleep(refresh) => {}
                     () = shutdown.cancelled() => return,

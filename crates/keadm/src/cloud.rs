@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use ke_config::{CloudCoreConfig, EmbeddedControlPlane, HostInfo};
 
-use crate::daemon;
 use crate::paths::{Root, binary};
+use crate::{cluster, daemon};
 
 const COMPONENT: &str = "cloudcore";
 
@@ -53,10 +53,21 @@ pub fn init(
     daemon::start(root, COMPONENT, &cloudcore, &args)?;
     // Ready when the join token is written (after the CA, the server certificate and, with the
     // embedded control plane, the API server).
+    // With a cluster, also when the token is in its Secret, so `keadm gettoken --kube-config`
+    // works as soon as this returns.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !root.token_file().exists() {
+    let mut waiting_for = String::from("the join token");
+    loop {
+        if root.token_file().exists() {
+            let Some(path) = kube_config else { break };
+            match cluster::join_token(path) {
+                Ok(Some(_)) => break,
+                Ok(None) => waiting_for = "the join token in the cluster".into(),
+                Err(err) => waiting_for = format!("the cluster: {err:#}"),
+            }
+        }
         if daemon::running(root, COMPONENT).is_none() || Instant::now() > deadline {
-            bail!("cloudcore did not start; see {log}");
+            bail!("cloudcore did not start (waited for {waiting_for}); see {log}");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -89,9 +100,16 @@ fn read_token(root: &Root) -> anyhow::Result<String> {
     Ok(token.trim().to_owned())
 }
 
-/// `keadm gettoken`: the join token cloudcore keeps current.
-pub fn gettoken(root: &Root) -> anyhow::Result<()> {
-    println!("{}", read_token(root)?);
+/// `keadm gettoken`: the join token cloudcore keeps current, from this machine or the cluster.
+pub fn gettoken(root: &Root, kube_config: Option<&Path>) -> anyhow::Result<()> {
+    let token = match kube_config {
+        None => read_token(root)?,
+        Some(path) => cluster::join_token(path)?.context(
+            "the cluster has no join token in secret kubeedge/tokensecret (is cloudcore running \
+             against it?)",
+        )?,
+    };
+    println!("{token}");
     Ok(())
 }
 

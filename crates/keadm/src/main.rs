@@ -16,6 +16,7 @@
 
 mod check;
 mod cloud;
+mod cluster;
 mod daemon;
 mod diagnose;
 mod edge;
@@ -56,7 +57,12 @@ enum Command {
         kube_config: Option<PathBuf>,
     },
     /// Print the token edge nodes join with.
-    Gettoken,
+    Gettoken {
+        /// Read it from the cluster (Secret kubeedge/tokensecret) through this kubeconfig, as
+        /// upstream's keadm does, instead of from this machine's cloudcore.
+        #[arg(long)]
+        kube_config: Option<PathBuf>,
+    },
     /// Join this machine to a cloudcore as an edge node.
     Join {
         /// cloudcore's WebSocket address, host:port (port 10000 by default on the cloud).
@@ -140,7 +146,7 @@ fn main() -> ExitCode {
             advertise_address,
             kube_config,
         } => cloud::init(&root, advertise_address.as_deref(), kube_config.as_deref()),
-        Command::Gettoken => cloud::gettoken(&root),
+        Command::Gettoken { kube_config } => cloud::gettoken(&root, kube_config.as_deref()),
         Command::Join {
             cloudcore_ipport,
             token,

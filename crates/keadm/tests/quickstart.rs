@@ -1,15 +1,19 @@
 //! keadm as the README's quickstart uses it, with the real binaries and the real kubectl:
 //! init → gettoken → join → a Deployment Running on the edge node → reset edge and cloud,
-//! leaving nothing behind; and the one-line refusals of bad joins.
+//! leaving nothing behind; the same with `keadm init --kube-config` against an existing
+//! cluster (a `ke-controlplane`); and the one-line refusals of bad joins.
 //!
-//! keadm's daemons use their default ports (10000–10002, 6443, 10550, 1883, …), so this is the
-//! only test that runs keadm, and it must not run next to another keadm install.
+//! keadm's daemons use their default ports (10000–10002, 6443, 10550, 1883, …), so the tests
+//! that install take turns (`ONE_INSTALL`), and must not run next to another keadm install.
 
 use std::path::Path;
 use std::process::Output;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use ke_testkit::{run_to_completion, sibling_binary};
+use ke_testkit::{Daemon, run_to_completion, sibling_binary};
+
+static ONE_INSTALL: Mutex<()> = Mutex::new(());
 
 const WAIT: Duration = Duration::from_secs(240);
 
@@ -28,7 +32,13 @@ fn text(out: &Output) -> String {
 }
 
 fn kubectl(cloud: &Path, args: &[&str]) -> Output {
-    let kubeconfig = cloud.join("var/lib/kubeedge/controlplane/admin.kubeconfig");
+    kubectl_with(
+        &cloud.join("var/lib/kubeedge/controlplane/admin.kubeconfig"),
+        args,
+    )
+}
+
+fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> Output {
     let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
     all.extend_from_slice(args);
     run_to_completion(Path::new("/usr/bin/kubectl"), &all, WAIT)
@@ -59,6 +69,7 @@ fn processes_under(root: &Path) -> Vec<String> {
 
 #[test]
 fn init_join_deploy_and_reset_leave_the_machine_clean() {
+    let _turn = ONE_INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     // The binaries keadm starts live next to it.
     let _ = (sibling_binary("cloudcore"), sibling_binary("edgecore"));
     let endpoint = std::env::var("KE_CRI_ENDPOINT")
@@ -306,4 +317,133 @@ fn every_command_explains_itself() {
         Some(2),
         "join without its required flags is a usage error"
     );
+}
+
+#[test]
+fn init_with_an_existing_cluster_and_the_token_from_its_secret() {
+    let _turn = ONE_INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = (sibling_binary("cloudcore"), sibling_binary("edgecore"));
+    let endpoint = std::env::var("KE_CRI_ENDPOINT")
+        .expect("KE_CRI_ENDPOINT (eval \"$(scripts/testenv env)\")");
+    let dir = tempfile::tempdir().unwrap();
+    let (cloud, edge) = (dir.path().join("cloud"), dir.path().join("edge"));
+    let cluster_dir = dir.path().join("cluster");
+    let mut cluster = Daemon::start(
+        &sibling_binary("ke-controlplane"),
+        &[
+            "--data-dir",
+            cluster_dir.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1:0",
+        ],
+    );
+    let kubeconfig = cluster_dir.join("admin.kubeconfig");
+    let deadline = Instant::now() + WAIT;
+    while !kubectl_with(&kubeconfig, &["get", "namespaces"])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the cluster never answered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let out = keadm(
+        &cloud,
+        &[
+            "init",
+            "--advertise-address",
+            "127.0.0.1",
+            "--kube-config",
+            kubeconfig.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !cloud.join("var/lib/kubeedge/controlplane").exists(),
+        "no embedded control plane with --kube-config"
+    );
+    // cloudcore installed its CRDs into the cluster.
+    let crd = kubectl_with(&kubeconfig, &["get", "crd", "devices.devices.kubeedge.io"]);
+    assert!(crd.status.success(), "{}", text(&crd));
+    // The token as upstream's keadm reads it, from the cluster, is the one cloudcore wrote.
+    let from_secret = keadm(
+        &cloud,
+        &["gettoken", "--kube-config", kubeconfig.to_str().unwrap()],
+    );
+    assert!(from_secret.status.success(), "{}", text(&from_secret));
+    let token = String::from_utf8(from_secret.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let local = keadm(&cloud, &["gettoken"]);
+    assert_eq!(String::from_utf8_lossy(&local.stdout).trim(), token);
+    let garbage = dir.path().join("garbage.kubeconfig");
+    std::fs::write(&garbage, "clusters: [").unwrap();
+    let refused = keadm(
+        &cloud,
+        &["gettoken", "--kube-config", garbage.to_str().unwrap()],
+    );
+    assert!(
+        refusal(&refused).contains("kubeconfig"),
+        "{}",
+        text(&refused)
+    );
+
+    let out = keadm(
+        &edge,
+        &[
+            "join",
+            "-e",
+            "127.0.0.1:10000",
+            "-t",
+            &token,
+            "-i",
+            "kc-edge",
+            "-p",
+            &endpoint,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("node kc-edge joined and is Ready"),
+        "{}",
+        text(&out)
+    );
+    let ready = kubectl_with(
+        &kubeconfig,
+        &[
+            "get",
+            "node",
+            "kc-edge",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ready.stdout),
+        "True",
+        "{}",
+        text(&ready)
+    );
+
+    for side in ["edge", "cloud"] {
+        let root = if side == "edge" { &edge } else { &cloud };
+        let out = keadm(root, &["reset", side]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert_eq!(
+        processes_under(&cloud)
+            .into_iter()
+            .chain(processes_under(&edge))
+            .collect::<Vec<_>>(),
+        Vec::<String>::new(),
+        "processes left behind"
+    );
+    // The cluster is not keadm's: it still runs, with what cloudcore stored in it.
+    let secret = kubectl_with(
+        &kubeconfig,
+        &["get", "secret", "-n", "kubeedge", "tokensecret"],
+    );
+    assert!(secret.status.success(), "{}", text(&secret));
+    cluster.stop_with(nix::sys::signal::Signal::SIGTERM, WAIT);
 }
