@@ -17,6 +17,7 @@ use anyhow::Context as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use ke_cloudhub::CloudHubSettings;
+use ke_pki::token::{SECRET_KEY as TOKEN_KEY, SECRET_NAME as TOKEN_SECRET};
 use ke_pki::{CertificateAuthority, EcKeyPair, ServerCert};
 use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::watch;
@@ -24,8 +25,6 @@ use tokio::sync::watch;
 pub const NAMESPACE: &str = "kubeedge";
 const CA_SECRET: &str = "casecret";
 const CERT_SECRET: &str = "cloudcoresecret";
-pub const TOKEN_SECRET: &str = "tokensecret";
-pub const TOKEN_KEY: &str = "tokendata";
 
 pub async fn restore(client: &kube::Client, settings: &CloudHubSettings) -> anyhow::Result<()> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);

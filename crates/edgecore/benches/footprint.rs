@@ -101,7 +101,8 @@ fn main() {
         .unwrap();
     assert!(strip.success());
     println!(
-        "edgecore binary: {:.1} MiB as built, {:.1} MiB stripped",
+        "edgecore binary {}: {:.1} MiB as built, {:.1} MiB stripped",
+        binary.display(),
         mib(size / 1024),
         mib(std::fs::metadata(&stripped).unwrap().len() / 1024)
     );

@@ -308,6 +308,24 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
         stamped.starts_with("20") && stamped.contains("Z line "),
         "{stamped}"
     );
+    // --since-time: from the stamped line's second on (kubectl sends whole seconds), nothing
+    // earlier. 15 lines are 3 s of log, so that second is not the first one.
+    eventually("15 log lines", WAIT, || {
+        let out = cloud.kubectl(&["logs", "talker", "-c", "app"]);
+        (text(&out.stdout).lines().count() >= 15).then_some(())
+    });
+    let out = cloud.kubectl(&["logs", "talker", "-c", "app", "--timestamps", "--tail=1"]);
+    let stamped = text(&out.stdout);
+    let (stamp, stamped_line) = stamped.trim_end().split_once(' ').unwrap();
+    let since_time = format!("--since-time={stamp}");
+    let out = cloud.kubectl(&["logs", "talker", "-c", "app", &since_time]);
+    let since = text(&out.stdout);
+    let first = line_number(since.lines().next().unwrap_or_default());
+    let stamped_number = line_number(stamped_line);
+    assert!(
+        first <= stamped_number && first + 5 >= stamped_number && first > 0,
+        "{stamped}: {since}"
+    );
     let out = cloud.kubectl(&["logs", "talker", "-c", "app", "--since=1h"]);
     assert!(
         text(&out.stdout).starts_with("line 0\n"),
@@ -389,11 +407,12 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
 
     // exec -it, through a pty (script(1) gives kubectl a terminal). kubectl sends the window
     // size when it starts and again on SIGWINCH: the background `stty` resizes the terminal
-    // once the test creates `resize`.
+    // once the test creates `resize` (or gives up after 30 s).
     let resize = dir.path().join("resize");
     let kubectl_it = format!(
         "stty cols 123 rows 45; \
-         (while [ ! -e {resize} ]; do sleep 0.1; done; stty cols 90 rows 30 < /dev/tty) & \
+         (for _ in $(seq 300); do [ -e '{resize}' ] && break; sleep 0.1; done; \
+          stty cols 90 rows 30 < /dev/tty) & \
          exec /usr/bin/kubectl --kubeconfig {kubeconfig} exec -it talker -c app -- sh",
         resize = resize.display(),
         kubeconfig = kubeconfig(&cloud)
@@ -432,7 +451,8 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
     read_until("size=45 123", &mut screen);
     std::fs::write(&resize, "").unwrap();
     // The resize travels on its own stream: ask until the shell sees it.
-    for _ in 0..50 {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
         stdin.write_all(b"echo resized=$(stty size)\n").unwrap();
         std::thread::sleep(Duration::from_millis(100));
         while let Ok(bytes) = screen_rx.try_recv() {
@@ -593,7 +613,7 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
     );
     assert_ne!(moved, std::fs::read_to_string(&config).unwrap());
     std::fs::write(&config, moved).unwrap();
-    let _edge = start_edge(&config);
+    let mut moved_edge = start_edge(&config);
     let logs = eventually("logs through the replica", WAIT, || {
         let out = curl_kubelet(&cloud, &apiserver, true, logs_path);
         let logs = text(&out.stdout);
@@ -628,6 +648,16 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
         node["metadata"]["annotations"]["cloudstream.kubeedge.io/server"],
         format!("127.0.0.1:{}", replica.stream_port())
     );
+    assert!(node["metadata"]["annotations"]["cloudstream.kubeedge.io/connected-at"].is_string());
+    // Its tunnel ends: the holder withdraws its claim.
+    assert!(moved_edge.stop_with(Signal::SIGTERM, WAIT).success());
+    eventually("the holder annotation withdrawn", WAIT, || {
+        let node = cloud.get(&["node", NODE])?;
+        let annotations = &node["metadata"]["annotations"];
+        (annotations["cloudstream.kubeedge.io/server"].is_null()
+            && annotations["cloudstream.kubeedge.io/connected-at"].is_null())
+        .then_some(())
+    });
 }
 
 /// An edge's certificate opens a tunnel only for its own node.

@@ -2,7 +2,8 @@
 //! whichever one kube-apiserver's request reached.
 //!
 //! The holder announces itself on the Node (annotation [`HOLDER_ANNOTATION`] = its stream
-//! server's `host:port`) when the tunnel connects. A cloudcore that receives a `CONNECT` for a
+//! server's `host:port`) when the tunnel connects, retrying until the API server takes it, and
+//! withdraws the annotation when the tunnel ends if it still names this cloudcore. A cloudcore that receives a `CONNECT` for a
 //! node it does not hold looks the annotation up and forwards the `CONNECT` there, as a peer
 //! (a client certificate from the cluster's KubeEdge CA, CN [`PEER_COMMON_NAME`]), marked so it
 //! is never forwarded twice; then it relays bytes, and kube-apiserver's TLS session with "the
@@ -24,6 +25,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 pub const HOLDER_ANNOTATION: &str = "cloudstream.kubeedge.io/server";
+/// When the holder's tunnel connected. Every announcement changes it, so it always moves the
+/// Node's resourceVersion, which is what [`Peers::withdraw`]'s precondition relies on.
+pub const CONNECTED_ANNOTATION: &str = "cloudstream.kubeedge.io/connected-at";
 const EDGE_ROLE_LABEL: &str = "node-role.kubernetes.io/edge";
 const DEFAULT_KUBELET_PORT: u16 = 10250;
 /// The CN of the certificate cloudcores present to each other.
@@ -85,15 +89,66 @@ impl Peers {
         })
     }
 
-    /// Records on the Node that its tunnel is here.
+    /// Records on the Node that its tunnel is here; retries (every 1 s, backing off to 30 s)
+    /// until the API server takes it. Cancel it when the tunnel ends.
     pub(crate) async fn announce(&self, node: &str) {
-        let patch = serde_json::json!({"metadata": {"annotations": {HOLDER_ANNOTATION: self.me}}});
-        if let Err(err) = self
+        let connected = k8s_openapi::chrono::Utc::now()
+            .to_rfc3339_opts(k8s_openapi::chrono::SecondsFormat::Nanos, true);
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            HOLDER_ANNOTATION: self.me,
+            CONNECTED_ANNOTATION: connected,
+        }}});
+        let mut wait = Duration::from_secs(1);
+        while let Err(err) = self
             .nodes
             .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            tracing::warn!(node, error = %err, "could not record the stream tunnel's cloudcore");
+            tracing::warn!(node, error = %err, ?wait, "could not record the stream tunnel's cloudcore; retrying");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// Removes the annotations if they still name this cloudcore and `gone` still holds (the
+    /// node may already be back, here or at another cloudcore, which then owns them): read,
+    /// check, then a patch carrying the resourceVersion read, so an announcement in between
+    /// fails it (409) and it is all done again. Best effort: a stale annotation only costs a
+    /// forward that the old holder answers with 503.
+    pub(crate) async fn withdraw(&self, node: &str, gone: impl Fn() -> bool) {
+        let attempt = async {
+            for _ in 0..3 {
+                let current = self.nodes.get_opt(node).await?;
+                let Some(current) = current else {
+                    return Ok(());
+                };
+                let named = current
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(HOLDER_ANNOTATION));
+                if named != Some(&self.me) || !gone() {
+                    return Ok(());
+                }
+                let patch = serde_json::json!({"metadata": {
+                    "resourceVersion": current.metadata.resource_version,
+                    "annotations": {HOLDER_ANNOTATION: null, CONNECTED_ANNOTATION: null},
+                }});
+                match self
+                    .nodes
+                    .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                    other => return other.map(drop),
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(FORWARD_TIMEOUT, attempt).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::debug!(node, error = %err, "could not withdraw the holder"),
+            Err(_) => tracing::debug!(node, "withdrawing the holder timed out"),
         }
     }
 

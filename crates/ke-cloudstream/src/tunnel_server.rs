@@ -56,9 +56,10 @@ pub(crate) async fn serve(
                     let internal_ip = internal_ip.unwrap_or_else(|| peer.ip().to_string());
                     tracing::info!(node, %peer, internal_ip, "stream tunnel connected");
                     tunnels.insert(&node, tunnel.clone());
-                    if let Some(peers) = &peers {
-                        peers.announce(&node).await;
-                    }
+                    let announcing = peers.clone().map(|peers| {
+                        let node = node.clone();
+                        tokio::spawn(async move { peers.announce(&node).await })
+                    });
                     let reason = tokio::select! {
                         reason = tunnel.ended() => reason,
                         () = shutdown.cancelled() => {
@@ -66,8 +67,15 @@ pub(crate) async fn serve(
                             "cloudcore is stopping".to_owned()
                         }
                     };
+                    if let Some(announcing) = announcing {
+                        announcing.abort();
+                    }
                     tunnels.remove(&node, &tunnel);
                     tracing::info!(node, reason, "stream tunnel ended");
+                    if let Some(peers) = &peers {
+                        // Unless the node is back already, on a new tunnel to us.
+                        peers.withdraw(&node, || tunnels.get(&node).is_none()).await;
+                    }
                 }
                 Ok(Err(reason)) => tracing::warn!(%peer, reason, "stream tunnel refused"),
                 Err(_) => tracing::debug!(%peer, "stream tunnel handshake timed out"),

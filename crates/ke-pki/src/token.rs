@@ -17,6 +17,12 @@ use crate::cert::{system_to_unix, unix_to_system};
 /// Upstream's default `tokenRefreshDuration` (hours).
 pub const DEFAULT_TOKEN_REFRESH_HOURS: u64 = 12;
 
+/// Where upstream's cloudcore keeps the current join token, and its `keadm gettoken` reads it:
+/// Secret `kubeedge/tokensecret`, key `tokendata`.
+pub const SECRET_NAMESPACE: &str = "kubeedge";
+pub const SECRET_NAME: &str = "tokensecret";
+pub const SECRET_KEY: &str = "tokendata";
+
 /// `base64url({"alg":"HS256","typ":"JWT"})`, as golang-jwt encodes its header
 /// map (keys sorted by `encoding/json`).
 const JWT_HEADER_B64: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";

@@ -1,6 +1,6 @@
 //! `keadm init`, `keadm gettoken`, `keadm reset cloud`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -23,8 +23,31 @@ pub fn init(
         return report(root);
     }
     let config_path = root.cloudcore_config();
+    // The cluster cloudcore uses, if not its own control plane.
+    let cluster_kubeconfig: Option<PathBuf>;
     if config_path.exists() {
         println!("using the existing {}", config_path.display());
+        let config =
+            CloudCoreConfig::load(&config_path, &HostInfo::detect()).with_context(|| {
+                format!(
+                    "{} (keadm reset cloud starts afresh)",
+                    config_path.display()
+                )
+            })?;
+        let api = &config.kube_api_config;
+        cluster_kubeconfig = (api.embedded.is_none() && !api.kube_config.is_empty())
+            .then(|| PathBuf::from(&api.kube_config));
+        if let Some(wanted) = kube_config {
+            let wanted = std::fs::canonicalize(wanted)
+                .with_context(|| format!("--kube-config {}", wanted.display()))?;
+            if cluster_kubeconfig.as_deref() != Some(wanted.as_path()) {
+                bail!(
+                    "{} does not use --kube-config {}; keadm reset cloud first",
+                    config_path.display(),
+                    wanted.display()
+                );
+            }
+        }
     } else {
         let host = HostInfo::detect();
         let mut config = CloudCoreConfig::default_for(&host);
@@ -34,12 +57,14 @@ pub fn init(
                 .with_context(|| format!("--advertise-address {address:?} is not an IP address"))?;
             config.modules.cloud_hub.advertise_address = vec![address.to_owned()];
         }
-        match kube_config {
-            Some(path) => {
-                let path = std::fs::canonicalize(path)
-                    .with_context(|| format!("--kube-config {}", path.display()))?;
-                config.kube_api_config.kube_config = path.display().to_string();
-            }
+        cluster_kubeconfig = kube_config
+            .map(|path| {
+                std::fs::canonicalize(path)
+                    .with_context(|| format!("--kube-config {}", path.display()))
+            })
+            .transpose()?;
+        match &cluster_kubeconfig {
+            Some(path) => config.kube_api_config.kube_config = path.display().to_string(),
             None => config.kube_api_config.embedded = Some(EmbeddedControlPlane::default()),
         }
         // kubectl logs/exec/attach/port-forward to edge pods (off in upstream's defaults).
@@ -52,17 +77,18 @@ pub fn init(
     let args = vec!["--config".to_owned(), config_path.display().to_string()];
     daemon::start(root, COMPONENT, &cloudcore, &args)?;
     // Ready when the join token is written (after the CA, the server certificate and, with the
-    // embedded control plane, the API server).
-    // With a cluster, also when the token is in its Secret, so `keadm gettoken --kube-config`
-    // works as soon as this returns.
+    // embedded control plane, the API server); with a cluster, once that token is in its
+    // Secret too, so `keadm gettoken --kube-config` gives it as soon as this returns.
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut waiting_for = String::from("the join token");
     loop {
         if root.token_file().exists() {
-            let Some(path) = kube_config else { break };
+            let Some(path) = &cluster_kubeconfig else {
+                break;
+            };
             match cluster::join_token(path) {
-                Ok(Some(_)) => break,
-                Ok(None) => waiting_for = "the join token in the cluster".into(),
+                Ok(Some(token)) if token == read_token(root)? => break,
+                Ok(_) => waiting_for = "the join token in the cluster".into(),
                 Err(err) => waiting_for = format!("the cluster: {err:#}"),
             }
         }

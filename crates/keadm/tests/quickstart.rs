@@ -6,7 +6,7 @@
 //! keadm's daemons use their default ports (10000–10002, 6443, 10550, 1883, …), so the tests
 //! that install take turns (`ONE_INSTALL`), and must not run next to another keadm install.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -14,6 +14,18 @@ use std::time::{Duration, Instant};
 use ke_testkit::{Daemon, run_to_completion, sibling_binary};
 
 static ONE_INSTALL: Mutex<()> = Mutex::new(());
+
+/// `keadm reset` of what a test installed, also when it fails, so that the next test finds the
+/// ports free and fails for its own reasons, if any.
+struct Installed(Vec<(PathBuf, &'static str)>);
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        for (root, side) in &self.0 {
+            let _ = keadm(root, &["reset", side]);
+        }
+    }
+}
 
 const WAIT: Duration = Duration::from_secs(240);
 
@@ -77,6 +89,7 @@ fn init_join_deploy_and_reset_leave_the_machine_clean() {
     let image = std::env::var("KE_BUSYBOX_IMAGE").expect("KE_BUSYBOX_IMAGE");
     let dir = tempfile::tempdir().unwrap();
     let (cloud, edge) = (dir.path().join("cloud"), dir.path().join("edge"));
+    let _installed = Installed(vec![(edge.clone(), "edge"), (cloud.clone(), "cloud")]);
 
     let out = keadm(&cloud, &["init", "--advertise-address", "127.0.0.1"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -327,6 +340,7 @@ fn init_with_an_existing_cluster_and_the_token_from_its_secret() {
         .expect("KE_CRI_ENDPOINT (eval \"$(scripts/testenv env)\")");
     let dir = tempfile::tempdir().unwrap();
     let (cloud, edge) = (dir.path().join("cloud"), dir.path().join("edge"));
+    let _installed = Installed(vec![(edge.clone(), "edge"), (cloud.clone(), "cloud")]);
     let cluster_dir = dir.path().join("cluster");
     let mut cluster = Daemon::start(
         &sibling_binary("ke-controlplane"),
@@ -376,15 +390,16 @@ fn init_with_an_existing_cluster_and_the_token_from_its_secret() {
         .trim()
         .to_owned();
     let local = keadm(&cloud, &["gettoken"]);
+    assert!(local.status.success(), "{}", text(&local));
     assert_eq!(String::from_utf8_lossy(&local.stdout).trim(), token);
-    let garbage = dir.path().join("garbage.kubeconfig");
+    let garbage = dir.path().join("garbage.yaml");
     std::fs::write(&garbage, "clusters: [").unwrap();
     let refused = keadm(
         &cloud,
         &["gettoken", "--kube-config", garbage.to_str().unwrap()],
     );
     assert!(
-        refusal(&refused).contains("kubeconfig"),
+        refusal(&refused).contains("read kubeconfig"),
         "{}",
         text(&refused)
     );

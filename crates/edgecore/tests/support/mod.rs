@@ -21,7 +21,10 @@ pub fn edgecore() -> &'static Path {
     static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BINARY.get_or_init(|| {
         std::env::var_os("KE_EDGECORE")
-            .map(PathBuf::from)
+            .map(|path| {
+                std::fs::canonicalize(&path)
+                    .unwrap_or_else(|e| panic!("KE_EDGECORE={}: {e}", path.to_string_lossy()))
+            })
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_edgecore")))
     })
 }
