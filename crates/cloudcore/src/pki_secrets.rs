@@ -17,12 +17,12 @@ use anyhow::Context as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use ke_cloudhub::CloudHubSettings;
-use ke_pki::token::{SECRET_KEY as TOKEN_KEY, SECRET_NAME as TOKEN_SECRET};
+use ke_pki::token::{SECRET_KEY as TOKEN_KEY, SECRET_NAME as TOKEN_SECRET, SECRET_NAMESPACE};
 use ke_pki::{CertificateAuthority, EcKeyPair, ServerCert};
 use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::watch;
 
-pub const NAMESPACE: &str = "kubeedge";
+pub const NAMESPACE: &str = SECRET_NAMESPACE;
 const CA_SECRET: &str = "casecret";
 const CERT_SECRET: &str = "cloudcoresecret";
 

@@ -35,16 +35,12 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS")
-}
-
 /// RSS, and what it is made of: heap and stacks (anonymous) versus mapped files, which are
 /// mostly edgecore's own code pages, shared with the page cache and reclaimable.
 fn rss_split(pid: u32) -> String {
     format!(
         "{:.1} MiB ({:.1} anonymous, {:.1} mapped files)",
-        mib(rss_kib(pid)),
+        mib(status_kib(pid, "VmRSS")),
         mib(status_kib(pid, "RssAnon")),
         mib(status_kib(pid, "RssFile") + status_kib(pid, "RssShmem")),
     )

@@ -129,6 +129,11 @@ impl Drop for Streaming {
     }
 }
 
+/// `kubectl exec talker -c app -- sh -c <script>`.
+fn sh_in_app(cloud: &Cloud, script: &str) -> Output {
+    cloud.kubectl(&["exec", "talker", "-c", "app", "--", "sh", "-c", script])
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -302,6 +307,11 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
     let tail = text(&out.stdout);
     assert_eq!(tail.lines().count(), 2, "{tail}");
     assert!(tail.lines().all(|l| l.starts_with("line ")), "{tail}");
+    // 15 lines are 3 s of log: the last line's second is not the first one (for --since-time).
+    eventually("15 log lines", WAIT, || {
+        let out = cloud.kubectl(&["logs", "talker", "-c", "app"]);
+        (text(&out.stdout).lines().count() >= 15).then_some(())
+    });
     let out = cloud.kubectl(&["logs", "talker", "-c", "app", "--timestamps", "--tail=1"]);
     let stamped = text(&out.stdout);
     assert!(
@@ -309,13 +319,7 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
         "{stamped}"
     );
     // --since-time: from the stamped line's second on (kubectl sends whole seconds), nothing
-    // earlier. 15 lines are 3 s of log, so that second is not the first one.
-    eventually("15 log lines", WAIT, || {
-        let out = cloud.kubectl(&["logs", "talker", "-c", "app"]);
-        (text(&out.stdout).lines().count() >= 15).then_some(())
-    });
-    let out = cloud.kubectl(&["logs", "talker", "-c", "app", "--timestamps", "--tail=1"]);
-    let stamped = text(&out.stdout);
+    // earlier.
     let (stamp, stamped_line) = stamped.trim_end().split_once(' ').unwrap();
     let since_time = format!("--since-time={stamp}");
     let out = cloud.kubectl(&["logs", "talker", "-c", "app", &since_time]);
@@ -365,16 +369,7 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
     );
 
     // exec: output, stderr and the exit code.
-    let out = cloud.kubectl(&[
-        "exec",
-        "talker",
-        "-c",
-        "app",
-        "--",
-        "sh",
-        "-c",
-        "echo to-stdout; echo to-stderr >&2; exit 3",
-    ]);
+    let out = sh_in_app(&cloud, "echo to-stdout; echo to-stderr >&2; exit 3");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "to-stdout\n");
     assert!(
@@ -631,16 +626,7 @@ fn kubectl_logs_exec_attach_and_port_forward_reach_an_edge_pod() {
         "{}",
         text(&out.stdout)
     );
-    let out = cloud.kubectl(&[
-        "exec",
-        "talker",
-        "-c",
-        "app",
-        "--",
-        "sh",
-        "-c",
-        "echo via-replica; exit 4",
-    ]);
+    let out = sh_in_app(&cloud, "echo via-replica; exit 4");
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "via-replica\n");
     let node = cloud.get(&["node", NODE]).unwrap();

@@ -72,6 +72,27 @@ impl CloudStream {
     }
 }
 
+/// The next connection on `listener`, or `None` once `shutdown` is cancelled. Accept errors
+/// (out of descriptors, mostly) are logged and waited out rather than ending the listener.
+async fn accept(
+    listener: &TcpListener,
+    shutdown: &tokio_util::sync::CancellationToken,
+    what: &str,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => return Some(accepted),
+                Err(err) => {
+                    tracing::warn!(error = %err, "{what} accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            () = shutdown.cancelled() => return None,
+        }
+    }
+}
+
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     let listener = TcpListener::bind(addr)
         .await

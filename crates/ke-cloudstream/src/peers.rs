@@ -3,8 +3,9 @@
 //!
 //! The holder announces itself on the Node (annotation [`HOLDER_ANNOTATION`] = its stream
 //! server's `host:port`) when the tunnel connects, retrying until the API server takes it, and
-//! withdraws the annotation when the tunnel ends if it still names this cloudcore. A cloudcore that receives a `CONNECT` for a
-//! node it does not hold looks the annotation up and forwards the `CONNECT` there, as a peer
+//! withdraws the annotation when the tunnel ends if it still names this cloudcore. A
+//! cloudcore that receives a `CONNECT` for a node it does not hold looks the annotation up and
+//! forwards the `CONNECT` there, as a peer
 //! (a client certificate from the cluster's KubeEdge CA, CN [`PEER_COMMON_NAME`]), marked so it
 //! is never forwarded twice; then it relays bytes, and kube-apiserver's TLS session with "the
 //! kubelet" runs end to end with the holder.

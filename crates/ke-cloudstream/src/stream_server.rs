@@ -44,18 +44,7 @@ pub(crate) async fn serve(
     peers: Option<Peers>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(error = %err, "stream server accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => return,
-        };
+    while let Some((tcp, peer)) = crate::accept(&listener, &shutdown, "stream server").await {
         let server = Arc::clone(&server);
         let tunnels = tunnels.clone();
         let peers = peers.clone();

@@ -32,18 +32,7 @@ pub(crate) async fn serve(
     peers: Option<Peers>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(error = %err, "tunnel accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => return,
-        };
+    while let Some((tcp, peer)) = crate::accept(&listener, &shutdown, "tunnel").await {
         let tls = tls.clone();
         let tunnels = tunnels.clone();
         let shutdown = shutdown.clone();

@@ -22,6 +22,11 @@ pub fn init(
         println!("cloudcore is already running ({how})");
         return report(root);
     }
+    let wanted = kube_config
+        .map(|path| {
+            std::fs::canonicalize(path).with_context(|| format!("--kube-config {}", path.display()))
+        })
+        .transpose()?;
     let config_path = root.cloudcore_config();
     // The cluster cloudcore uses, if not its own control plane.
     let cluster_kubeconfig: Option<PathBuf>;
@@ -37,16 +42,14 @@ pub fn init(
         let api = &config.kube_api_config;
         cluster_kubeconfig = (api.embedded.is_none() && !api.kube_config.is_empty())
             .then(|| PathBuf::from(&api.kube_config));
-        if let Some(wanted) = kube_config {
-            let wanted = std::fs::canonicalize(wanted)
-                .with_context(|| format!("--kube-config {}", wanted.display()))?;
-            if cluster_kubeconfig.as_deref() != Some(wanted.as_path()) {
-                bail!(
-                    "{} does not use --kube-config {}; keadm reset cloud first",
-                    config_path.display(),
-                    wanted.display()
-                );
-            }
+        if let Some(wanted) = wanted
+            && cluster_kubeconfig.as_ref() != Some(&wanted)
+        {
+            bail!(
+                "{} does not use --kube-config {}; keadm reset cloud first",
+                config_path.display(),
+                wanted.display()
+            );
         }
     } else {
         let host = HostInfo::detect();
@@ -57,12 +60,7 @@ pub fn init(
                 .with_context(|| format!("--advertise-address {address:?} is not an IP address"))?;
             config.modules.cloud_hub.advertise_address = vec![address.to_owned()];
         }
-        cluster_kubeconfig = kube_config
-            .map(|path| {
-                std::fs::canonicalize(path)
-                    .with_context(|| format!("--kube-config {}", path.display()))
-            })
-            .transpose()?;
+        cluster_kubeconfig = wanted;
         match &cluster_kubeconfig {
             Some(path) => config.kube_api_config.kube_config = path.display().to_string(),
             None => config.kube_api_config.embedded = Some(EmbeddedControlPlane::default()),

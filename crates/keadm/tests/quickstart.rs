@@ -56,6 +56,13 @@ fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> Output {
     run_to_completion(Path::new("/usr/bin/kubectl"), &all, WAIT)
 }
 
+/// `keadm join -e <cloud> -t <token> -i <node>` and the other flags given.
+fn join(root: &Path, cloud: &str, token: &str, node: &str, flags: &[&str]) -> Output {
+    let mut args = vec!["join", "-e", cloud, "-t", token, "-i", node];
+    args.extend_from_slice(flags);
+    keadm(root, &args)
+}
+
 /// The one `error:` line of a failed keadm run.
 fn refusal(out: &Output) -> String {
     assert!(!out.status.success(), "expected a refusal: {}", text(out));
@@ -110,55 +117,24 @@ fn init_join_deploy_and_reset_leave_the_machine_clean() {
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
 
     // Bad joins are refused in one line.
-    let bad_token = keadm(
-        &edge,
-        &[
-            "join",
-            "-e",
-            "127.0.0.1:10000",
-            "-t",
-            "nonsense",
-            "-i",
-            "kq-edge",
-        ],
-    );
+    let bad_token = join(&edge, "127.0.0.1:10000", "nonsense", "kq-edge", &[]);
     assert!(
         refusal(&bad_token).contains("token"),
         "{}",
         text(&bad_token)
     );
-    let unreachable = keadm(
-        &edge,
-        &[
-            "join",
-            "-e",
-            "127.0.0.1:1",
-            "-t",
-            &token,
-            "-i",
-            "kq-edge",
-            "-s",
-            "1",
-        ],
-    );
+    let unreachable = join(&edge, "127.0.0.1:1", &token, "kq-edge", &["-s", "1"]);
     assert!(
         refusal(&unreachable).contains("cannot reach cloudcore"),
         "{}",
         text(&unreachable)
     );
-    let no_runtime = keadm(
+    let no_runtime = join(
         &edge,
-        &[
-            "join",
-            "-e",
-            "127.0.0.1:10000",
-            "-t",
-            &token,
-            "-i",
-            "kq-edge",
-            "-p",
-            "unix:///nonexistent/containerd.sock",
-        ],
+        "127.0.0.1:10000",
+        &token,
+        "kq-edge",
+        &["-p", "unix:///nonexistent/containerd.sock"],
     );
     assert!(
         refusal(&no_runtime).contains("container runtime"),
@@ -166,21 +142,12 @@ fn init_join_deploy_and_reset_leave_the_machine_clean() {
         text(&no_runtime)
     );
 
-    let out = keadm(
+    let out = join(
         &edge,
-        &[
-            "join",
-            "-e",
-            "127.0.0.1:10000",
-            "-t",
-            &token,
-            "-i",
-            "kq-edge",
-            "-p",
-            &endpoint,
-            "-l",
-            "site=lab",
-        ],
+        "127.0.0.1:10000",
+        &token,
+        "kq-edge",
+        &["-p", &endpoint, "-l", "site=lab"],
     );
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -188,19 +155,12 @@ fn init_join_deploy_and_reset_leave_the_machine_clean() {
         "{}",
         text(&out)
     );
-    let taken = keadm(
+    let taken = join(
         &dir.path().join("other-edge"),
-        &[
-            "join",
-            "-e",
-            "127.0.0.1:10000",
-            "-t",
-            &token,
-            "-i",
-            "kq-edge",
-            "-p",
-            &endpoint,
-        ],
+        "127.0.0.1:10000",
+        &token,
+        "kq-edge",
+        &["-p", &endpoint],
     );
     assert!(
         refusal(&taken).contains("already exists"),
@@ -404,19 +364,12 @@ fn init_with_an_existing_cluster_and_the_token_from_its_secret() {
         text(&refused)
     );
 
-    let out = keadm(
+    let out = join(
         &edge,
-        &[
-            "join",
-            "-e",
-            "127.0.0.1:10000",
-            "-t",
-            &token,
-            "-i",
-            "kc-edge",
-            "-p",
-            &endpoint,
-        ],
+        "127.0.0.1:10000",
+        &token,
+        "kc-edge",
+        &["-p", &endpoint],
     );
     assert!(out.status.success(), "{}", text(&out));
     assert!(
