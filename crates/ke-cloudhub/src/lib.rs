@@ -140,7 +140,8 @@ pub struct CloudHub {
     shared: Arc<Shared>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
-    /// The current join token, reissued every `token_refresh`; empty until the module runs.
+    /// The current join token: the first issued (and written) by `bind`, so it exists before
+    /// the process says it runs, then reissued every `token_refresh`.
     join_token: tokio::sync::watch::Sender<String>,
 }
 
@@ -211,8 +212,10 @@ impl CloudHub {
             tasks.clone(),
             shutdown.clone(),
         );
+        let ca = Arc::new(ca);
+        let first_token = issue_and_write_token(&ca, &settings);
         Ok(CloudHub {
-            ca: Arc::new(ca),
+            ca,
             settings,
             websocket: Some((websocket, TlsAcceptor::from(Arc::new(mtls)))),
             https: Some((https, TlsAcceptor::from(Arc::new(optional_client_cert)))),
@@ -221,7 +224,7 @@ impl CloudHub {
             shared,
             tasks,
             shutdown,
-            join_token: tokio::sync::watch::Sender::new(String::new()),
+            join_token: tokio::sync::watch::Sender::new(first_token),
         })
     }
 
@@ -256,33 +259,24 @@ impl CloudHub {
         self.ca.ca_der()
     }
 
-    /// Each join token as it is issued (the first when the module starts, then one every
-    /// `token_refresh`), for whoever publishes it further (cloudcore: the Secret
-    /// `kubeedge/tokensecret`). An empty value means none was issued yet.
+    /// Each join token as it is issued (the first by `bind`, then one every `token_refresh`),
+    /// for whoever publishes it further (cloudcore: the Secret `kubeedge/tokensecret`).
     pub fn join_tokens(&self) -> tokio::sync::watch::Receiver<String> {
         self.join_token.subscribe()
     }
 
     fn start_token_refresh(&self) {
-        let path = self.settings.token_file.clone();
         let ca = Arc::clone(&self.ca);
-        let refresh = self.settings.token_refresh.max(Duration::from_secs(60));
+        let settings = self.settings.clone();
         let shutdown = self.shutdown.clone();
         let current = self.join_token.clone();
         self.tasks.spawn(async move {
             loop {
-                let token = ke_pki::token::issue_token(&ca, SystemTime::now(), 2 * refresh);
-                if let Some(path) = &path {
-                    match ke_pki::persist::write_secret(path, token.as_bytes()) {
-                        Ok(()) => tracing::info!(path = %path.display(), "join token written"),
-                        Err(err) => tracing::error!(error = %err, "cannot write the join token"),
-                    }
-                }
-                current.send_replace(token);
                 tokio::select! {
-                    () = tokio::time::sleep(refresh) => {}
+                    () = tokio::time::sleep(token_refresh(&settings)) => {}
                     () = shutdown.cancelled() => return,
                 }
+                current.send_replace(issue_and_write_token(&ca, &settings));
             }
         });
     }
@@ -350,6 +344,22 @@ impl Module for CloudHub {
             Ok(())
         })
     }
+}
+
+fn token_refresh(settings: &CloudHubSettings) -> Duration {
+    settings.token_refresh.max(Duration::from_secs(60))
+}
+
+/// A join token valid for two refresh periods, written to `token_file` if there is one.
+fn issue_and_write_token(ca: &CertificateAuthority, settings: &CloudHubSettings) -> String {
+    let token = ke_pki::token::issue_token(ca, SystemTime::now(), 2 * token_refresh(settings));
+    if let Some(path) = &settings.token_file {
+        match ke_pki::persist::write_secret(path, token.as_bytes()) {
+            Ok(()) => tracing::info!(path = %path.display(), "join token written"),
+            Err(err) => tracing::error!(error = %err, "cannot write the join token"),
+        }
+    }
+    token
 }
 
 async fn accept_edges(
